@@ -1,0 +1,152 @@
+"""Records shared by the core, the runtime, the router and the controller.
+
+They are frozen dataclasses: plain data that crosses layer boundaries without carrying
+behaviour or I/O. Times are seconds as floats from an injected clock (``time.time()`` in
+the shell, a fake in tests); nothing in ``core`` reads the clock itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+# --- traffic -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One instance as the router sees it: where to send bytes."""
+
+    instance_id: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """All ready instances of one version, and the share of traffic that version gets.
+
+    ``version`` is the template key of the instances (see ``core.release.template_key``):
+    two releases that run the same artifact with the same config share it, which is what
+    makes a rollback to a still-warm version a pure traffic switch.
+    """
+
+    version: str
+    weight: int
+    backends: tuple[Backend, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """What a router must do for one service in one environment.
+
+    The router chooses a pool per request with probability weight / sum(weights) among the
+    pools that have at least one backend (a pool with no live backend is skipped, so users
+    fall back to another version rather than getting errors), then an instance of that pool
+    round-robin. ``preview`` backends are served only on the preview listener (blue-green).
+    """
+
+    pools: tuple[Pool, ...] = ()
+    preview: tuple[Backend, ...] = ()
+    preview_version: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionCounters:
+    """Cumulative per-version counters kept by a router since it started.
+
+    Rates are differences of two snapshots; ``errors`` counts 5xx responses plus requests
+    the router itself failed (no backend, upstream reset), which users also saw as errors.
+    """
+
+    requests: int = 0
+    responses_2xx: int = 0
+    responses_3xx: int = 0
+    responses_4xx: int = 0
+    responses_5xx: int = 0
+    proxy_errors: int = 0
+    latency_sum: float = 0.0
+    latency_buckets: tuple[tuple[float, int], ...] = ()  # cumulative (le, count), Prometheus-style
+
+    @property
+    def errors(self) -> int:
+        return self.responses_5xx + self.proxy_errors
+
+
+# --- runtime ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """An HTTP GET probe, Kubernetes semantics: thresholds count consecutive results."""
+
+    path: str
+    timeout: float = 2.0
+    period: float = 1.0
+    initial_delay: float = 0.0
+    failure_threshold: int = 3
+    success_threshold: int = 1
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything the runtime needs to start (and restart) one instance of a version."""
+
+    instance_id: str
+    project: str
+    service: str
+    env: str
+    version: str  # template key, see Pool.version
+    revision: int
+    artifact_digest: str
+    artifact_dir: Path
+    command: str | tuple[str, ...]  # a string runs via /bin/sh -c; a tuple is exec'd directly
+    environment: Mapping[str, str]  # config and CONVEYOR_* variables; the runtime adds the port
+    port_env: str = "PORT"
+    readiness: ProbeSpec | None = None
+    liveness: ProbeSpec | None = None
+    stop_grace: float = 10.0
+
+
+InstanceState = Literal["starting", "running", "backoff", "stopping", "stopped", "failed"]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    at: float
+    ok: bool
+    detail: str  # "200 OK", "503 Service Unavailable", "connection refused", "timeout after 2s"
+
+
+@dataclass(frozen=True)
+class InstanceObservation:
+    """What the runtime knows about one instance right now."""
+
+    instance_id: str
+    service: str
+    env: str
+    version: str
+    revision: int
+    host: str
+    port: int
+    pid: int | None
+    state: InstanceState
+    ready: bool
+    restarts: int
+    started_at: float
+    last_exit_code: int | None = None
+    last_probe: ProbeResult | None = None
+    consecutive_probe_failures: int = 0
+    ever_ready: bool = False
+    log_path: Path | None = None
+    recent_probes: tuple[ProbeResult, ...] = field(default=(), compare=False)
+
+    @property
+    def backend(self) -> Backend:
+        return Backend(self.instance_id, self.host, self.port)

@@ -1,0 +1,30 @@
+"""The ``Target`` seam: where instances run.
+
+A target starts, supervises and stops instances and reports what it observes. It makes no
+rollout decisions: restarting a crashed instance with backoff is supervision, deciding that a
+version crash-loops and must be rolled back is the core's job. Implementations: ``local``
+(supervised child processes); Kubernetes later.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from conveyor.core.model import InstanceObservation, InstanceSpec
+
+
+class Target(Protocol):
+    async def start(self) -> None:
+        """Begin supervising; adopt instances that survived a previous server process."""
+
+    async def launch(self, spec: InstanceSpec) -> InstanceObservation:
+        """Start one instance and return at once (readiness is observed later)."""
+
+    async def stop(self, instance_id: str) -> None:
+        """Stop an instance gracefully (SIGTERM, then SIGKILL after its grace) and forget it."""
+
+    def observe(self, service: str, env: str) -> list[InstanceObservation]:
+        """Every instance of a service in an environment that is not yet stopped."""
+
+    async def close(self, *, stop_instances: bool) -> None:
+        """Stop supervising; with ``stop_instances`` also stop every instance this target runs."""
