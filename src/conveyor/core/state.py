@@ -1,0 +1,216 @@
+"""The data the rollout state machine reads and writes.
+
+``RolloutSpec`` is fixed when a release is created; ``RolloutStatus`` is everything the
+controller must remember between ticks and is stored (as JSON) with the release after every
+action, so a restarted controller resumes from it. ``Observations`` is what the shell saw this
+tick. ``Decision`` is what ``core.rollout.decide`` returns: at most one action to perform, the
+status to store once it succeeded, and the ledger events to append with it.
+
+Everything that can be computed from observations (ready counts, who is stable) is computed,
+not stored: the status holds only what cannot be seen again after a crash (when progress was
+last made, when traffic switched, why a rollback started).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from conveyor.core.model import InstanceObservation
+
+
+class Phase(StrEnum):
+    PENDING = "pending"
+    PROGRESSING = "progressing"
+    VERIFYING = "verifying"
+    SUCCEEDED = "succeeded"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
+
+    @property
+    def in_progress(self) -> bool:
+        return self in (Phase.PENDING, Phase.PROGRESSING, Phase.VERIFYING, Phase.ROLLING_BACK)
+
+
+StrategyKind = Literal["recreate", "rolling", "blue_green"]
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    kind: StrategyKind
+    max_surge: int = 1
+    max_unavailable: int = 0
+    scale_down_delay: float = 30.0
+    auto_promote: bool = True
+
+
+@dataclass(frozen=True)
+class Triggers:
+    """When a release rolls back on its own (the environment's `rollback:` block)."""
+
+    error_rate: float = 0.05
+    min_requests: int = 20
+    window: float = 10.0
+    max_restarts: int = 2
+    verification: float = 15.0
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    release_id: int
+    revision: int
+    version: str  # template key of the release being rolled out
+    desired: int
+    strategy: StrategySpec
+    progress_deadline: float
+    triggers: Triggers
+    stable_version: str | None = None  # what users return to; None on a first deploy
+    stable_revision: int | None = None
+    stable_desired: int = 0
+    preview_check: bool = True  # blue-green: verify through the preview address before switching
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RolloutSpec:
+        values = dict(data)
+        values["strategy"] = StrategySpec(**values["strategy"])
+        values["triggers"] = Triggers(**values["triggers"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Why a release is being rolled back, with what was seen (stored as evidence)."""
+
+    reason: str  # "crash-loop" | "progress-deadline" | "error-rate" | "preview-failed" | "manual"
+    message: str
+    at: float
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    actor: str = "conveyor"
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    phase: Phase = Phase.PENDING
+    started_at: float | None = None
+    progress_at: float | None = None
+    ready_seen: tuple[str, ...] = ()  # new instances already reported ready on the ledger
+    weights: Mapping[str, int] = field(default_factory=dict)  # what the router was last told
+    switched_at: float | None = None
+    verify_until: float | None = None
+    cleanup_at: float | None = None
+    preview_failures: int = 0
+    abort: Abort | None = None
+    finished_at: float | None = None
+    message: str = "waiting to start"
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to do: terminal phase and no old instances waiting to be scaled down."""
+        return self.phase.terminal and self.cleanup_at is None
+
+    def evolve(self, **changes: Any) -> RolloutStatus:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["phase"] = self.phase.value
+        data["ready_seen"] = list(self.ready_seen)
+        data["weights"] = dict(self.weights)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RolloutStatus:
+        values = dict(data)
+        values["phase"] = Phase(values["phase"])
+        values["ready_seen"] = tuple(values.get("ready_seen", ()))
+        values["weights"] = dict(values.get("weights", {}))
+        if values.get("abort") is not None:
+            values["abort"] = Abort(**values["abort"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrafficWindow:
+    """What the router saw for one version over the trigger window."""
+
+    requests: int
+    errors: int
+    seconds: float
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class PreviewCheck:
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Instances by role: of this release (`new`), of the stable one (`old`), of neither."""
+
+    new: tuple[InstanceObservation, ...] = ()
+    old: tuple[InstanceObservation, ...] = ()
+    others: tuple[InstanceObservation, ...] = ()
+    traffic: TrafficWindow | None = None  # the new version's traffic over triggers.window
+    preview: PreviewCheck | None = None
+
+
+# --- actions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartInstances:
+    version: str
+    count: int
+
+
+@dataclass(frozen=True)
+class StopInstances:
+    instance_ids: tuple[str, ...]
+    why: str
+
+
+@dataclass(frozen=True)
+class SetWeights:
+    weights: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class CheckPreview:
+    """Send a request through the preview address and observe the answer next tick."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    why: str
+
+
+Action = StartInstances | StopInstances | SetWeights | CheckPreview | Wait
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    status: RolloutStatus
+    events: tuple[Event, ...] = ()
