@@ -1,0 +1,299 @@
+"""`conveyor demo`: the whole release story, unattended, in a temporary directory.
+
+It plays what a team does in a week, in about two minutes: build two services once, promote
+the same bytes dev -> staging -> production, ship a healthy v2 under steady load (rolling in
+staging, blue-green in production) and then a broken v3 that Conveyor rolls back on its own.
+Each step is measured from the outside, the way users see it: a load generator counts every
+failed request. The demo drives a real `conveyor server` over its API, like the CLI does, and
+stops it (and every instance) at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor.cli import render
+from conveyor.cli.client import ApiClient, actor
+from conveyor.config.loader import load_project
+from conveyor.errors import ConveyorError, NotFound
+from conveyor.load.generator import LoadGenerator, LoadReport
+
+SERVICES = ("catalog", "pricing")
+
+
+def examples_dir() -> Path:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "examples" / "shop"
+        if (candidate / "conveyor.yaml").exists():
+            return candidate
+    raise NotFound(
+        "the example project (examples/shop) is not next to this installation",
+        hint="run the demo from a clone of the Conveyor repository",
+    )
+
+
+@dataclass
+class Step:
+    name: str
+    outcome: str = ""
+    seconds: float = 0.0
+    requests: int = 0
+    failed: int = 0
+    expected_failures: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class LoadThread:
+    """A load generator on its own event loop, so the demo's blocking API calls don't stall it."""
+
+    def __init__(self, port: int, rate: float) -> None:
+        self.port = port
+        self.rate = rate
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.generator = LoadGenerator("127.0.0.1", port, rate=rate, connections=4)
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.generator.start(), self.loop).result(10)
+
+    def snapshot(self) -> LoadReport:
+        return self.generator.snapshot()
+
+    def stop(self) -> LoadReport:
+        report = asyncio.run_coroutine_threadsafe(self.generator.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+        return report
+
+
+class Demo:
+    def __init__(self, workdir: Path, quiet: bool) -> None:
+        self.root = workdir / "shop"
+        self.quiet = quiet
+        self.steps: list[Step] = []
+        self.client: ApiClient | None = None
+        self.loads: dict[str, LoadThread] = {}
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            render.console.print(text)
+
+    # --- setup ------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        shutil.copytree(examples_dir(), self.root, ignore=shutil.ignore_patterns(".conveyor", "__pycache__"))
+        self._git("init", "-q", "-b", "main")
+        self._commit("v1: first release of the shop")
+
+    def _git(self, *args: str) -> None:
+        env = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": "Conveyor Demo",
+            "GIT_AUTHOR_EMAIL": "demo@conveyor.invalid",
+            "GIT_COMMITTER_NAME": "Conveyor Demo",
+            "GIT_COMMITTER_EMAIL": "demo@conveyor.invalid",
+        }
+        with contextlib.suppress(FileNotFoundError):
+            subprocess.run(["git", *args], cwd=self.root, env=env, check=True, capture_output=True)
+
+    def _commit(self, message: str) -> None:
+        self._git("add", "-A")
+        self._git("commit", "-q", "-m", message)
+
+    def start_server(self) -> None:
+        from conveyor.server.daemon import up
+
+        project = load_project(self.root / "conveyor.yaml")
+        url = up(self.root, project.file)
+        self.client = ApiClient(self.root)
+        self.say(f"[dim]server up at {url}; project in {self.root}[/]")
+
+    def stop(self) -> None:
+        for load in self.loads.values():
+            with contextlib.suppress(Exception):
+                load.stop()
+        self.loads.clear()
+        if self.client is not None:
+            self.client.close()
+        from conveyor.server.daemon import down, stop_leftovers
+
+        down(self.root)
+        stop_leftovers(self.root, "shop")
+
+    # --- building and releasing -------------------------------------------------------
+
+    def build(self, service: str) -> str:
+        from conveyor.artifacts.build import build_service
+        from conveyor.artifacts.store import ArtifactStore
+        from conveyor.store.engine import default_url
+        from conveyor.store.repository import Store
+
+        project = load_project(self.root / "conveyor.yaml")
+        store = Store.open(default_url(self.root))
+        try:
+            result = build_service(
+                self.root, service, project.config.service(service), store, ArtifactStore(self.root), actor=actor()
+            )
+        finally:
+            store.close()
+        return result.artifact.digest
+
+    def release(self, service: str, env: str, artifact: str, overrides: dict[str, str] | None = None) -> dict[str, Any]:
+        assert self.client is not None
+        created = self.client.post(
+            "/api/v1/releases",
+            {"service": service, "env": env, "artifact": artifact, "set": overrides or {}},
+        )
+        return self.wait(created)
+
+    def wait(self, release: dict[str, Any], timeout: float = 180) -> dict[str, Any]:
+        assert self.client is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = self.client.get(f"/api/v1/releases/{release['id']}")
+            if current["phase"] in ("succeeded", "rolled_back", "failed"):
+                return dict(current)
+            time.sleep(0.2)
+        raise ConveyorError(f"{release['name']} did not finish within {timeout:.0f}s")
+
+    def address(self, service: str, env: str) -> int:
+        assert self.client is not None
+        for row in self.client.get("/api/v1/status", env=env)["services"]:
+            if row["service"] == service:
+                return int(row["address"].rsplit(":", 1)[1])
+        raise NotFound(f"{service} has no address in {env}")
+
+    @contextlib.contextmanager
+    def step(self, name: str, *, load_on: str | None = None, expected_failures: bool = False) -> Iterator[Step]:
+        step = Step(name, expected_failures=expected_failures)
+        self.say(f"[bold]▶ {name}[/]")
+        before = self.loads[load_on].snapshot() if load_on else None
+        started = time.monotonic()
+        try:
+            yield step
+        finally:
+            step.seconds = round(time.monotonic() - started, 2)
+            if load_on and before is not None:
+                after = self.loads[load_on].snapshot()
+                step.requests = after.sent - before.sent
+                step.failed = after.failed - before.failed
+            self.steps.append(step)
+            load = f", {step.failed}/{step.requests} requests failed" if load_on else ""
+            self.say(f"  {step.outcome} [dim]({step.seconds:.1f}s{load})[/]")
+
+    def bump(self, version: str) -> None:
+        for service in SERVICES:
+            (self.root / "services" / service / "VERSION").write_text(version + "\n")
+        self._commit(f"{version}: new release")
+
+    # --- the story --------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.prepare()
+        self.start_server()
+        with self.step("build v1 of catalog and pricing (once, content-addressed)") as s:
+            v1 = {svc: self.build(svc) for svc in SERVICES}
+            s.outcome = ", ".join(f"{svc} {render.short_digest(d)}" for svc, d in v1.items())
+        for env in ("dev", "staging", "production"):
+            with self.step(f"deploy v1 to {env} (same bytes)") as s:
+                phases = [self.release(svc, env, v1[svc])["phase"] for svc in SERVICES]
+                s.outcome = ", ".join(f"{svc} {p}" for svc, p in zip(SERVICES, phases, strict=True))
+        for env in ("staging", "production"):
+            self.loads[env] = LoadThread(self.address("catalog", env), rate=80)
+            self.loads[env].start()
+        self.bump("v2")
+        with self.step("build v2") as s:
+            v2 = {svc: self.build(svc) for svc in SERVICES}
+            s.outcome = ", ".join(f"{svc} {render.short_digest(d)}" for svc, d in v2.items())
+        with self.step("ship v2 of catalog to staging: rolling, under load", load_on="staging") as s:
+            s.outcome = self._outcome(self.release("catalog", "staging", v2["catalog"]))
+        with self.step("ship v2 of catalog to production: blue-green, under load", load_on="production") as s:
+            s.outcome = self._outcome(self.release("catalog", "production", v2["catalog"]))
+        self.bump("v3")
+        v3 = self.build("catalog")
+        with self.step(
+            "ship broken v3 to production (30% of requests fail): blue-green",
+            load_on="production",
+            expected_failures=True,
+        ) as s:
+            s.outcome = self._outcome(
+                self.release("catalog", "production", v3, {"FAULT_ERROR_RATE": "0.3"})
+            )
+        with self.step(
+            "ship broken v3 to staging (crashes 2s after start): rolling",
+            load_on="staging",
+            expected_failures=True,
+        ) as s:
+            s.outcome = self._outcome(
+                self.release("catalog", "staging", v3, {"FAULT_CRASH_AFTER": "2"})
+            )
+        with self.step("what runs where") as s:
+            assert self.client is not None
+            rows = self.client.get("/api/v1/status")["services"]
+            s.outcome = "; ".join(f"{r['service']}/{r['env']} r{r['revision']}" for r in rows)
+            if not self.quiet:
+                render.console.print(render.status_table(rows))
+
+    def _outcome(self, release: dict[str, Any]) -> str:
+        abort = (release.get("status") or {}).get("abort")
+        text = f"{release['name']} {release['phase']}"
+        if abort:
+            text += f" automatically — {abort['reason']}: {abort['message']}"
+        return text
+
+
+def run_demo(*, keep: bool = False, quiet: bool = False) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="conveyor-demo-"))
+    demo = Demo(workdir, quiet)
+    ok = False
+    started = time.monotonic()
+    try:
+        demo.run()
+        ok = True
+    finally:
+        demo.stop()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report = {
+        "ok": ok,
+        "seconds": round(time.monotonic() - started, 1),
+        "steps": [s.to_json() for s in demo.steps],
+        "workdir": str(workdir) if keep else None,
+    }
+    if not quiet:
+        _print_report(demo.steps, report["seconds"])
+    return report
+
+
+def _print_report(steps: list[Step], seconds: float) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"demo report ({seconds:.0f}s)", title_justify="left")
+    for column in ("step", "what happened", "took", "failed requests"):
+        table.add_column(column)
+    for s in steps:
+        failed = "-" if not s.requests else f"{s.failed} of {s.requests}"
+        if s.expected_failures and s.requests:
+            failed += " (blast radius before rollback)"
+        table.add_row(s.name, s.outcome, f"{s.seconds:.1f}s", failed)
+    render.console.print(table)
+
+
+_ = Callable

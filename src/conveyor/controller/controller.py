@@ -1,0 +1,242 @@
+"""The controller: one driver per (service, environment), and the operations the API calls.
+
+It owns nothing durable. Everything it needs to resume after a crash is in the store (releases,
+statuses, stable addresses) or with the runtime (instance records it adopts on start), which
+is why ``start()`` is the same code path for a fresh server and for one restarted after SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.artifacts.store import ArtifactStore
+from conveyor.config.loader import LoadedProject
+from conveyor.core.state import Phase, RolloutStatus
+from conveyor.errors import NotFound
+from conveyor.runtime.base import Target
+from conveyor.store.records import AddressRecord, NewEvent, ReleaseRecord
+from conveyor.store.repository import Store
+from conveyor.traffic.base import TrafficRouter
+
+from conveyor.controller.driver import Driver
+from conveyor.controller.releases import Releases
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One row of `conveyor status`: what runs where, and what is changing."""
+
+    service: str
+    env: str
+    revision: int | None
+    version: str | None
+    artifact: str | None
+    config_version: str | None
+    ready: int
+    desired: int
+    phase: str
+    rollout_revision: int | None
+    message: str
+    address: str
+    preview_address: str | None
+    weights: Mapping[str, int]
+    instances: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        load_project: Callable[[], LoadedProject],
+        store: Store,
+        artifacts: ArtifactStore,
+        target: Target,
+        router: TrafficRouter,
+        clock: Callable[[], float] = time.time,
+        host: str = "127.0.0.1",
+        tick: float = 0.2,
+    ) -> None:
+        self.load_project = load_project
+        self.store = store
+        self.artifacts = artifacts
+        self.target = target
+        self.router = router
+        self.clock = clock
+        self.host = host
+        self.tick = tick
+        self.releases = Releases(load_project, store, artifacts)
+        self._drivers: dict[tuple[str, str], Driver] = {}
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        await self.target.start()
+        await self._await_first_probes(timeout=3.0)
+        for release in self.store.latest_per_service_env():
+            await self._driver(release.service, release.env)
+
+    async def close(self, *, stop_instances: bool) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._drivers.clear()
+        await self.router.close()
+        await self.target.close(stop_instances=stop_instances)
+
+    # --- operations -------------------------------------------------------------------
+
+    async def deploy(
+        self,
+        service: str,
+        env: str,
+        artifact: str,
+        *,
+        overrides: Mapping[str, str] | None,
+        actor: str,
+    ) -> ReleaseRecord:
+        release = self.releases.deploy(service, env, artifact, overrides=overrides, actor=actor)
+        (await self._driver(service, env)).wake()
+        return release
+
+    async def rollback(self, service: str, env: str, to: int | None, *, actor: str) -> ReleaseRecord:
+        active = self.store.active_release(service, env)
+        if to is None and active is not None and Phase(active.phase).in_progress:
+            return await (await self._driver(service, env)).abort(actor)
+        release = self.releases.rollback(service, env, to, actor=actor)
+        (await self._driver(service, env)).wake()
+        return release
+
+    def status(self, env: str | None = None) -> list[ServiceStatus]:
+        rows = []
+        addresses = {(a.service, a.env): a for a in self.store.addresses()}
+        for latest in self.store.latest_per_service_env():
+            if env is not None and latest.env != env:
+                continue
+            current = self.store.current_release(latest.service, latest.env)
+            serving = current or latest
+            artifact = self.store.get_artifact(serving.artifact_digest)
+            instances = self.target.observe(latest.service, latest.env)
+            status = RolloutStatus.from_json(latest.status)
+            address = addresses.get((latest.service, latest.env))
+            rows.append(
+                ServiceStatus(
+                    service=latest.service,
+                    env=latest.env,
+                    revision=current.revision if current else None,
+                    version=(artifact.commit or "")[:12] or None,
+                    artifact=serving.artifact_digest,
+                    config_version=serving.config_version,
+                    ready=sum(1 for i in instances if i.ready and i.version == serving.template),
+                    desired=serving.instances,
+                    phase=latest.phase,
+                    rollout_revision=latest.revision,
+                    message=status.message,
+                    address=f"http://{address.host}:{address.port}" if address else "",
+                    preview_address=(
+                        f"http://{address.host}:{address.preview_port}" if address else None
+                    ),
+                    weights=dict(status.weights),
+                    instances=[
+                        {
+                            "id": i.instance_id,
+                            "revision": i.revision,
+                            "version": i.version,
+                            "state": i.state,
+                            "ready": i.ready,
+                            "restarts": i.restarts,
+                            "pid": i.pid,
+                            "port": i.port,
+                            "last_probe": i.last_probe.detail if i.last_probe else None,
+                        }
+                        for i in instances
+                    ],
+                )
+            )
+        return rows
+
+    def driver(self, service: str, env: str) -> Driver:
+        try:
+            return self._drivers[(service, env)]
+        except KeyError:
+            raise NotFound(f"nothing has been deployed for {service} in {env}") from None
+
+    # --- internals --------------------------------------------------------------------
+
+    async def _driver(self, service: str, env: str) -> Driver:
+        key = (service, env)
+        if key in self._drivers:
+            return self._drivers[key]
+        address = self._address(service, env)
+        await self.router.serve(service, env, address.host, address.port, address.preview_port)
+        project = self.load_project()
+        driver = Driver(
+            project_name=project.config.project,
+            service=service,
+            env=env,
+            address=address,
+            store=self.store,
+            artifacts=self.artifacts,
+            target=self.target,
+            router=self.router,
+            clock=self.clock,
+            tick=self.tick,
+            on_superseded=self._supersede,
+        )
+        self._drivers[key] = driver
+        self._tasks[key] = asyncio.create_task(driver.run(), name=f"driver:{service}/{env}")
+        return driver
+
+    def _address(self, service: str, env: str) -> AddressRecord:
+        pinned = None
+        with contextlib.suppress(Exception):
+            pinned = self.load_project().config.pinned_port(service, env)
+        return self.store.address(
+            service, env, pinned_port=pinned, allocate=lambda: free_port(self.host)
+        )
+
+    def _supersede(self, latest: ReleaseRecord) -> None:
+        """Older releases still marked active (a blue-green cleanup) hand over to the latest."""
+        for stale in self.store.active_releases():
+            if (stale.service, stale.env) != (latest.service, latest.env) or stale.id == latest.id:
+                continue
+            status = RolloutStatus.from_json(stale.status).evolve(cleanup_at=None)
+            self.store.update_release(
+                stale.id,
+                status=status.to_json(),
+                phase=stale.phase,
+                done=True,
+                expected_version=stale.status_version,
+                actor="conveyor",
+                events=[NewEvent("release.superseded", {"by_revision": latest.revision})],
+            )
+
+    async def _await_first_probes(self, timeout: float) -> None:
+        """Adopted instances start unready; give them a probe before routes are served."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = [
+                i
+                for latest in self.store.latest_per_service_env()
+                for i in self.target.observe(latest.service, latest.env)
+                if i.last_probe is None and i.state == "running"
+            ]
+            if not pending:
+                return
+            await asyncio.sleep(0.05)

@@ -1,0 +1,180 @@
+"""Creating releases: deploys and manual rollbacks, checked before anything runs.
+
+This is the only way a release enters the store. It re-reads `conveyor.yaml` each time (an
+edited config applies to the next deploy without restarting the server), verifies the
+artifact's digest, applies the admission rules from ``core.admission`` and writes the release
+and its ``release.created`` event in one transaction. The controller picks it up from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.artifacts.store import ArtifactStore
+from conveyor.config.loader import LoadedProject
+from conveyor.core.admission import Candidate, Current, admit
+from conveyor.core.release import config_version, merge_config, template_key
+from conveyor.core.state import RolloutStatus
+from conveyor.errors import NotFound
+from conveyor.store.records import NewEvent, NewRelease, ReleaseRecord
+from conveyor.store.repository import Store
+
+from conveyor.controller import specs
+
+
+@dataclass
+class Releases:
+    load_project: Callable[[], LoadedProject]
+    store: Store
+    artifacts: ArtifactStore
+
+    def deploy(
+        self,
+        service: str,
+        env: str,
+        artifact: str,
+        *,
+        overrides: Mapping[str, str] | None = None,
+        actor: str,
+        reason: str = "deploy",
+        rollback_of: int | None = None,
+        base_config: Mapping[str, str] | None = None,
+        instance_template: Mapping[str, Any] | None = None,
+    ) -> ReleaseRecord:
+        project = self.load_project()
+        svc = project.config.service(service)
+        project.config.environment(env)
+        record = self.store.get_artifact(artifact)
+        self.artifacts.verify(record.digest)
+        config = merge_config(
+            base_config if base_config is not None else project.config.effective_config(service, env),
+            overrides or {},
+        )
+        template = dict(instance_template or specs.instance_template(project, service))
+        version = template_key(record.digest, config, template["command"], template["port_env"])
+        desired = project.config.effective_instances(service, env)
+        stable = self.store.current_release(service, env)
+        active = self.store.active_release(service, env)
+        admit(
+            Candidate(service, env, version, desired, artifact_service=record.service),
+            active=_current(active),
+            stable=_current(stable),
+            stable_artifact_present=stable is None or self.artifacts.exists(stable.artifact_digest),
+        )
+        # The store assigns the revision; the spec needs it, so build with a placeholder and
+        # let the controller read ids from the record (revision = previous + 1).
+        previous = self.store.releases(service, env, limit=1)
+        revision = previous[0].revision + 1 if previous else 1
+        rollout = specs.rollout_spec(
+            project,
+            release_id=0,
+            revision=revision,
+            service=service,
+            env=env,
+            version=version,
+            desired=desired,
+            stable=stable,
+        )
+        strategy = project.config.environment(env).strategy.model_dump(mode="json")
+        created = self.store.create_release(
+            NewRelease(
+                service=service,
+                env=env,
+                artifact_digest=record.digest,
+                template=version,
+                config=config,
+                config_version=config_version(config),
+                instances=desired,
+                strategy=strategy,
+                spec={"rollout": rollout.to_json(), "instance": template},
+                status=RolloutStatus().to_json(),
+                phase="pending",
+                stable_release_id=stable.id if stable else None,
+                rollback_of=rollback_of,
+                reason=reason,
+            ),
+            actor=actor,
+            events=[
+                NewEvent(
+                    "release.created",
+                    {
+                        "artifact": record.digest,
+                        "commit": record.commit,
+                        "branch": record.branch,
+                        "config_version": config_version(config),
+                        "config_changes": _diff(stable.config if stable else {}, config),
+                        "overrides": sorted((overrides or {}).keys()),
+                        "strategy": strategy,
+                        "instances": desired,
+                        "exit": {
+                            "stable_revision": stable.revision if stable else None,
+                            "stable_artifact": stable.artifact_digest if stable else None,
+                        },
+                        "reason": reason,
+                        "rollback_of": rollback_of,
+                        "run": specs.command_text(template["command"]),
+                    },
+                )
+            ],
+        )
+        _ = svc
+        return created
+
+    def rollback_target(self, service: str, env: str, to: int | None) -> ReleaseRecord:
+        """The release a manual rollback returns to: `--to N`, or the one before the current."""
+        if to is not None:
+            target = self.store.release_by_revision(service, env, to)
+            if target.phase != "succeeded":
+                raise NotFound(
+                    f"r{to} of {service} in {env} never succeeded ({target.phase}); "
+                    "only a release that once ran well is a safe place to return to",
+                    hint=f"pick one from `conveyor history {service} --env {env}`",
+                )
+            return target
+        current = self.store.current_release(service, env)
+        if current is None:
+            raise NotFound(
+                f"{service} has no successful release in {env} to roll back from",
+                hint=f"deploy first: `conveyor deploy {service} --env {env} --build`",
+            )
+        for release in self.store.releases(service, env, limit=200):
+            if (
+                release.revision < current.revision
+                and release.phase == "succeeded"
+                and release.template != current.template
+            ):
+                return release
+        raise NotFound(
+            f"there is no earlier successful release of {service} in {env} to return to",
+            hint=f"see `conveyor history {service} --env {env}`",
+        )
+
+    def rollback(self, service: str, env: str, to: int | None, *, actor: str) -> ReleaseRecord:
+        target = self.rollback_target(service, env, to)
+        return self.deploy(
+            service,
+            env,
+            target.artifact_digest,
+            actor=actor,
+            reason=f"rollback to r{target.revision}",
+            rollback_of=target.revision,
+            base_config=target.config,
+            instance_template=target.spec["instance"],
+        )
+
+
+def _current(release: ReleaseRecord | None) -> Current | None:
+    if release is None:
+        return None
+    return Current(release.revision, release.template, release.instances, release.phase)
+
+
+def _diff(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, list[str]]:
+    """Config keys added, removed and changed (names only: values may be sensitive)."""
+    return {
+        "added": sorted(set(after) - set(before)),
+        "removed": sorted(set(before) - set(after)),
+        "changed": sorted(k for k in set(before) & set(after) if before[k] != after[k]),
+    }
