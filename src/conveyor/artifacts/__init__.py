@@ -1,0 +1,52 @@
+"""Artifacts: deterministic archives of build outputs, stored by the sha256 of their bytes.
+
+``ArtifactStoreProtocol`` is the seam the controller depends on; ``ArtifactStore`` (the local
+file system under ``.conveyor/``) is the embedded implementation. A remote store (S3, an OCI
+registry) would implement the same five methods.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from conveyor.artifacts.archive import ArchiveInfo, create_archive, file_digest
+from conveyor.artifacts.build import BuildResult, ServiceSpec, build_service
+from conveyor.artifacts.gitinfo import GitInfo, git_info
+from conveyor.artifacts.store import ArtifactStore
+
+
+class ArtifactStoreProtocol(Protocol):
+    """Where artifact bytes live. Digests are ``sha256:<64 hex>``; nothing is ever replaced."""
+
+    def put(self, archive_path: Path) -> str:
+        """Store the archive's bytes; return their digest. An existing digest is kept as is."""
+        ...
+
+    def exists(self, digest: str) -> bool: ...
+
+    def path(self, digest: str) -> Path:
+        """A local file holding the archive."""
+        ...
+
+    def verify(self, digest: str) -> None:
+        """Raise ``Refused`` if the stored bytes no longer hash to ``digest``."""
+        ...
+
+    def unpack(self, digest: str) -> Path:
+        """A directory with the artifact's files, verified first and extracted only once."""
+        ...
+
+
+__all__ = [
+    "ArchiveInfo",
+    "ArtifactStore",
+    "ArtifactStoreProtocol",
+    "BuildResult",
+    "GitInfo",
+    "ServiceSpec",
+    "build_service",
+    "create_archive",
+    "file_digest",
+    "git_info",
+]
