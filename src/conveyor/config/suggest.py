@@ -1,0 +1,77 @@
+"""Wording for config mistakes: "did you mean" suggestions and errors that carry a hint.
+
+Most config errors are typos, so the cheapest useful hint is the nearest valid word. When
+nothing is close, listing what *is* allowed is the next best thing: the user should never
+have to open the docs to learn the spelling of a field.
+
+Validators raise ``invalid(message, hint)`` rather than ``ValueError`` so that pydantic keeps
+our wording verbatim (no "Value error, " prefix) and the loader can lift the hint out of the
+error context into the ``ConfigProblem`` it reports.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from pydantic_core import PydanticCustomError
+
+ERROR_TYPE = "conveyor"
+"""The pydantic error type of every error raised through ``invalid``."""
+
+_MESSAGE_KEY = "conveyor_message"
+HINT_KEY = "conveyor_hint"
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice a typo or an abbreviation (``prod``) most likely meant, or None."""
+    options = list(choices)
+    matches = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if matches:
+        return matches[0]
+    folded = word.lower().replace("-", "_")
+    extended = [c for c in options if len(folded) >= 2 and c.lower().startswith(folded)]
+    if len(extended) == 1:
+        return extended[0]
+    return next((c for c in options if c.lower().replace("-", "_") == folded), None)
+
+
+def known_list(choices: Iterable[str]) -> str:
+    return ", ".join(choices) or "(none)"
+
+
+def choose_hint(word: str, choices: Iterable[str], noun: str) -> str:
+    """``did you mean 'x'?`` when a choice is close, else the full list of valid choices."""
+    options = list(choices)
+    match = closest(word, options)
+    if match is not None:
+        return f"did you mean '{match}'? known {noun}: {known_list(options)}"
+    return f"known {noun}: {known_list(options)}"
+
+
+def invalid(message: str, hint: str | None = None) -> PydanticCustomError:
+    """A validation error whose message is shown verbatim and whose hint survives pydantic.
+
+    The message travels in the context rather than as the template so that braces in user
+    input cannot be mistaken for template placeholders.
+    """
+    context: dict[str, str] = {_MESSAGE_KEY: message}
+    if hint is not None:
+        context[HINT_KEY] = hint
+    return PydanticCustomError(ERROR_TYPE, "{" + _MESSAGE_KEY + "}", context)
+
+
+def describe(value: object) -> str:
+    """How to name a wrong value in a message: its YAML spelling for scalars, a kind otherwise."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return repr(shown)
+    return repr(value)
