@@ -54,7 +54,11 @@ def catalog_spec(
         artifact_digest="sha256:" + "0" * 64,
         artifact_dir=artifact_dir,
         command=command,
-        environment={"CONVEYOR_VERSION": "1.0.0-test", "CONVEYOR_REVISION": "7", **(environment or {})},
+        environment={
+            "CONVEYOR_VERSION": "1.0.0-test",
+            "CONVEYOR_REVISION": "7",
+            **(environment or {}),
+        },
         readiness=readiness,
         liveness=liveness,
         stop_grace=stop_grace,

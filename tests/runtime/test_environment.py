@@ -41,15 +41,19 @@ def test_configuration_cannot_forge_the_runtime_variables() -> None:
     )
     env = child_environment(spec, 18080, Path("/state"), {})
     assert (env["PORT"], env["CONVEYOR_INSTANCE_ID"], env["CONVEYOR_STATE_DIR"]) == (
-        "18080", "c1", "/state",
-    )  # fmt: skip
+        "18080",
+        "c1",
+        "/state",
+    )
     assert env["PATH"]  # a default PATH when the server has none
 
 
 def test_argv_runs_strings_through_the_shell_and_execs_tuples() -> None:
     assert argv("python3 app/server.py --x 'a b'") == [
-        "/bin/sh", "-c", "python3 app/server.py --x 'a b'",
-    ]  # fmt: skip
+        "/bin/sh",
+        "-c",
+        "python3 app/server.py --x 'a b'",
+    ]
     assert argv(("python3", "app/server.py")) == ["python3", "app/server.py"]
     with pytest.raises(ValueError, match="must not be empty"):
         argv(())

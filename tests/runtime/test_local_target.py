@@ -30,11 +30,21 @@ def test_launch_injects_environment_and_becomes_ready(
         target: Target = LocalTarget(state_dir)
         await target.start()
         first = await target.launch(catalog_spec("c1", environment={"GREETING": "bonjour"}))
-        assert (first.state, first.ready, first.restarts, first.host) == ("starting", False, 0, "127.0.0.1")
+        assert (first.state, first.ready, first.restarts, first.host) == (
+            "starting",
+            False,
+            0,
+            "127.0.0.1",
+        )
         assert first.pid is not None and first.port > 0
         await eventually(lambda: target.observe("catalog", "dev")[0].ready, what="ready")
         ready = target.observe("catalog", "dev")[0]
-        assert (ready.state, ready.pid, ready.port, ready.ever_ready) == ("running", first.pid, first.port, True)
+        assert (ready.state, ready.pid, ready.port, ready.ever_ready) == (
+            "running",
+            first.pid,
+            first.port,
+            True,
+        )
         assert ready.last_probe is not None and ready.last_probe.detail == "200 OK"
         assert ready.consecutive_probe_failures == 0
         assert target.observe("catalog", "prod") == [] and target.observe("pricing", "dev") == []
@@ -43,7 +53,10 @@ def test_launch_injects_environment_and_becomes_ready(
         assert status == 200
         assert json.loads(body)["greeting"] == "bonjour"
         assert json.loads(body)["instance"] == "c1"
-        assert (headers["x-conveyor-version"], headers["x-conveyor-revision"]) == ("1.0.0-test", "7")
+        assert (headers["x-conveyor-version"], headers["x-conveyor-revision"]) == (
+            "1.0.0-test",
+            "7",
+        )
 
         env = procfs.read_environ(ready.pid)  # the leader is the `sh -c` wrapper
         assert env is not None
@@ -58,7 +71,9 @@ def test_launch_injects_environment_and_becomes_ready(
         assert re.fullmatch(
             rf"--- started pid {ready.pid} port {ready.port} at \S+ \(restart 0\) ---", lines[0]
         )
-        assert lines[1].startswith(f"catalog 1.0.0-test listening on 127.0.0.1:{ready.port} instance=c1 project=shop")
+        assert lines[1].startswith(
+            f"catalog 1.0.0-test listening on 127.0.0.1:{ready.port} instance=c1 project=shop"
+        )
         await target.close(stop_instances=True)
         assert not (state_dir / "instances" / "c1.json").exists()
 
@@ -68,8 +83,12 @@ def test_launch_injects_environment_and_becomes_ready(
 def test_a_tuple_command_is_execd_and_a_graceful_stop_lets_requests_finish(state_dir: Path) -> None:
     async def main() -> None:
         target = LocalTarget(state_dir)
-        spec = catalog_spec("c1", command=("python3", "app/server.py"),
-                            environment={"FAULT_LATENCY_MS": "700"}, stop_grace=20)  # fmt: skip
+        spec = catalog_spec(
+            "c1",
+            command=("python3", "app/server.py"),
+            environment={"FAULT_LATENCY_MS": "700"},
+            stop_grace=20,
+        )
         launched = await target.launch(spec)
         assert launched.pid is not None
         await eventually(lambda: target.all_instances()[0].ready, what="ready")
@@ -117,9 +136,7 @@ def test_stop_kills_the_whole_group_escalating_to_sigkill(state_dir: Path) -> No
 def test_a_crashing_instance_is_restarted_with_growing_backoff(state_dir: Path) -> None:
     async def main() -> None:
         target = LocalTarget(state_dir)
-        launched = await target.launch(
-            catalog_spec("c1", environment={"FAULT_CRASH_AFTER": "0.2"})
-        )
+        launched = await target.launch(catalog_spec("c1", environment={"FAULT_CRASH_AFTER": "0.2"}))
         seen_states: set[str] = set()
         pids: set[int | None] = set()
 
@@ -136,10 +153,16 @@ def test_a_crashing_instance_is_restarted_with_growing_backoff(state_dir: Path) 
         assert {"starting", "backoff"} <= seen_states
         assert len(pids - {None}) >= 2  # each restart is a new process
         text = (state_dir / "logs" / "catalog" / "dev" / "c1.log").read_text()
-        exits = re.findall(r"--- exited with code 3 after [\d.]+s; restarting in ([\d.]+)s ---", text)
+        exits = re.findall(
+            r"--- exited with code 3 after [\d.]+s; restarting in ([\d.]+)s ---", text
+        )
         assert exits[:2] == ["0.5", "1"]
         starts = re.findall(r"--- started pid \d+ port (\d+) at \S+ \(restart (\d+)\) ---", text)
-        assert starts[:3] == [(str(launched.port), "0"), (str(launched.port), "1"), (str(launched.port), "2")]
+        assert starts[:3] == [
+            (str(launched.port), "0"),
+            (str(launched.port), "1"),
+            (str(launched.port), "2"),
+        ]
         record = json.loads((state_dir / "instances" / "c1.json").read_text())
         assert record["restarts"] == obs.restarts
         await target.close(stop_instances=True)
@@ -171,11 +194,17 @@ def test_failing_liveness_kills_and_restarts(state_dir: Path) -> None:
     async def main() -> None:
         target = LocalTarget(state_dir)
         # /health/ready as liveness path: FAULT_READINESS makes it fail once the server is up
-        liveness = ProbeSpec("/health/ready", timeout=1, period=0.1, failure_threshold=3,
-                             initial_delay=0.5)  # fmt: skip
+        liveness = ProbeSpec(
+            "/health/ready", timeout=1, period=0.1, failure_threshold=3, initial_delay=0.5
+        )
         launched = await target.launch(
-            catalog_spec("c1", environment={"FAULT_READINESS": "fail"}, readiness=None,
-                         liveness=liveness, stop_grace=5)  # fmt: skip
+            catalog_spec(
+                "c1",
+                environment={"FAULT_READINESS": "fail"},
+                readiness=None,
+                liveness=liveness,
+                stop_grace=5,
+            )
         )
         log = state_dir / "logs" / "catalog" / "dev" / "c1.log"
         failed = "--- liveness probe failed 3 in a row, last: 503 Service Unavailable"
@@ -194,7 +223,9 @@ def test_failing_liveness_kills_and_restarts(state_dir: Path) -> None:
 def test_without_a_readiness_probe_an_open_port_means_ready(state_dir: Path) -> None:
     async def main() -> None:
         target = LocalTarget(state_dir)
-        await target.launch(catalog_spec("c1", readiness=None, environment={"FAULT_READINESS": "fail"}))
+        await target.launch(
+            catalog_spec("c1", readiness=None, environment={"FAULT_READINESS": "fail"})
+        )
         await eventually(lambda: target.all_instances()[0].ready, what="ready")
         probe = target.all_instances()[0].last_probe
         assert probe is not None and probe.detail == "port open"

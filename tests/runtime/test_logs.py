@@ -45,7 +45,9 @@ def test_tail_of_a_missing_file_is_empty(tmp_path: Path) -> None:
 
 def test_started_marker_names_pid_port_time_and_restart() -> None:
     marker = started_marker(4242, 18080, 0.0, 3)
-    assert marker == "--- started pid 4242 port 18080 at 1970-01-01T00:00:00.000+00:00 (restart 3) ---"
+    assert (
+        marker == "--- started pid 4242 port 18080 at 1970-01-01T00:00:00.000+00:00 (restart 3) ---"
+    )
     assert re.fullmatch(r"--- started pid \d+ port \d+ at \S+ \(restart \d+\) ---", marker)
 
 

@@ -49,11 +49,12 @@ def test_command_names_with_spaces_and_parentheses_parse(tmp_path: Path) -> None
 
 
 def test_scan_finds_tagged_processes_and_their_groups(state_dir: Path) -> None:
-    env = {"PATH": os.environ["PATH"], "CONVEYOR_STATE_DIR": str(state_dir),
-           "CONVEYOR_INSTANCE_ID": "i-1"}  # fmt: skip
-    leader = subprocess.Popen(
-        ["/bin/sh", "-c", "sleep 30 & wait"], env=env, start_new_session=True
-    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "CONVEYOR_STATE_DIR": str(state_dir),
+        "CONVEYOR_INSTANCE_ID": "i-1",
+    }
+    leader = subprocess.Popen(["/bin/sh", "-c", "sleep 30 & wait"], env=env, start_new_session=True)
     other = subprocess.Popen(["sleep", "30"], env={**env, "CONVEYOR_STATE_DIR": "/elsewhere"})
     try:
         deadline = time.monotonic() + 5
@@ -79,8 +80,10 @@ def test_wait_exit_notices_an_exit(tmp_path: Path, use_pidfd: bool) -> None:
     async def main() -> None:
         ref = process.spawn(
             [sys.executable, "-c", "import time; time.sleep(0.3); print('bye')"],
-            cwd=tmp_path, env={}, log_path=tmp_path / "out.log",
-        )  # fmt: skip
+            cwd=tmp_path,
+            env={},
+            log_path=tmp_path / "out.log",
+        )
         assert ref.running()
         await asyncio.wait_for(process.wait_exit(ref, use_pidfd=use_pidfd), 10)
         assert not ref.running()
@@ -95,8 +98,10 @@ def test_terminate_group_escalates_to_sigkill(tmp_path: Path) -> None:
     async def main() -> None:
         ref = process.spawn(
             ["/bin/sh", "-c", "trap '' TERM; sleep 30 & wait; wait"],
-            cwd=tmp_path, env={"PATH": os.environ["PATH"]}, log_path=tmp_path / "out.log",
-        )  # fmt: skip
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"]},
+            log_path=tmp_path / "out.log",
+        )
         deadline = time.monotonic() + 5
         while len(procfs.group_members(ref.pgid)) < 2:
             assert time.monotonic() < deadline

@@ -15,8 +15,14 @@ def test_record_round_trips_through_json(tmp_path: Path) -> None:
     spec = catalog_spec(
         "catalog-1",
         command=("python3", "app/server.py"),
-        liveness=ProbeSpec("/health/live", timeout=0.5, period=2, initial_delay=1,
-                           failure_threshold=4, success_threshold=1),  # fmt: skip
+        liveness=ProbeSpec(
+            "/health/live",
+            timeout=0.5,
+            period=2,
+            initial_delay=1,
+            failure_threshold=4,
+            success_threshold=1,
+        ),
         environment={"GREETING": "hi"},
     )
     record = InstanceRecord(spec, 18080, pid=1234, start_ticks=99, restarts=2, started_at=5.5)

@@ -127,10 +127,22 @@ class InstanceSupervisor:
         self._task = _task(self._supervise(self.process, count_restart=True), self.id)
 
     def adopt(self, ref: ProcessRef | None, *, respawn_is_restart: bool) -> None:
-        """Supervise a process that survived the previous server, or respawn the instance."""
+        """Supervise a process that survived the previous server, or respawn the instance.
+
+        The respawn happens now, like a launch, so the caller sees the new pid at once; if
+        it fails, the supervision loop retries it with backoff.
+        """
+        count_restart = respawn_is_restart
         if ref is not None:
             self._take(ref, adopted=True)
-        self._task = _task(self._supervise(ref, count_restart=respawn_is_restart), self.id)
+        else:
+            try:
+                ref = self._spawn(count_restart=count_restart)
+                count_restart = True
+            except OSError as exc:
+                self.state = "failed"
+                self._mark(f"failed to start: {exc}")
+        self._task = _task(self._supervise(ref, count_restart=count_restart), self.id)
 
     async def finish_stop(self, ref: ProcessRef | None) -> None:
         """The previous server died while stopping this instance: complete the stop."""
@@ -183,9 +195,11 @@ class InstanceSupervisor:
         self._store.write(desired)  # before the spawn: a crash right after it leaves a trace
         self._record = desired
         ref = process.spawn(
-            argv(self.spec.command), cwd=self.spec.artifact_dir, env=self._env,
+            argv(self.spec.command),
+            cwd=self.spec.artifact_dir,
+            env=self._env,
             log_path=self.log_path,
-        )  # fmt: skip
+        )
         self._record = desired.spawned(ref.pid, ref.start_ticks, self._clock())
         self._store.write(self._record)
         self._take(ref, adopted=False)

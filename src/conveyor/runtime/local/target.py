@@ -26,7 +26,7 @@ from pathlib import Path
 
 from conveyor.core.model import InstanceObservation, InstanceSpec
 from conveyor.errors import Conflict, ConveyorError
-from conveyor.runtime.local import logs, procfs
+from conveyor.runtime.local import logs, process, procfs
 from conveyor.runtime.local.policy import RecordView, plan_adoption
 from conveyor.runtime.local.process import ProcessRef, terminate_processes
 from conveyor.runtime.local.records import InstanceRecord, RecordStore, check_name
@@ -69,8 +69,11 @@ class LocalTarget:
 
     async def launch(self, spec: InstanceSpec) -> InstanceObservation:
         await self.start()
-        for kind, name in (("instance id", spec.instance_id), ("service", spec.service),
-                           ("environment", spec.env)):  # fmt: skip
+        for kind, name in (
+            ("instance id", spec.instance_id),
+            ("service", spec.service),
+            ("environment", spec.env),
+        ):
             check_name(kind, name)
         if spec.instance_id in self._supervisors:
             raise Conflict(
@@ -152,14 +155,19 @@ class LocalTarget:
             and procfs.is_running(r.pid, r.start_ticks)
             for i, r in records.items()
         }
+        for i, r in records.items():
+            if r.pid is not None and not alive[i] and process.is_child(r.pid):
+                process.collect(ProcessRef(r.pid, r.start_ticks or 0))  # our zombie: reap it
         tagged = procfs.scan_tagged(str(self.state_dir))
         views = [RecordView(i, r.pid, r.start_ticks, r.stopping) for i, r in records.items()]
         plan = plan_adoption(views, alive, tagged)
         if plan.kill:
             log.warning(
                 "killing %d process(es) of %s that no instance record claims: %s",
-                len(plan.kill), self.state_dir, ", ".join(str(p.pid) for p in plan.kill),
-            )  # fmt: skip
+                len(plan.kill),
+                self.state_dir,
+                ", ".join(str(p.pid) for p in plan.kill),
+            )
             await terminate_processes(plan.kill, ORPHAN_GRACE)
         finishing = []
         for decision in plan.decisions:
