@@ -1,0 +1,106 @@
+"""A ``RouteTable`` compiled for the hot path, and the slot that makes ``apply()`` atomic.
+
+Compiling once per ``apply()`` moves every lookup out of the per-request path: a request
+reads one attribute (``slot.table``), calls ``choose()`` and gets a pool (with its counters
+attached) and a backend (with its idle connection pool attached). Replacing ``slot.table``
+is a single reference assignment, so each request sees either the old table or the new one,
+never a mix; requests already dispatched keep the objects they hold, which is what lets
+them finish on a backend that the new table no longer lists.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+from conveyor.core.model import Pool
+from conveyor.traffic.builtin.balancer import next_round_robin, pick, retry_candidate, weight_plan
+from conveyor.traffic.builtin.metrics import VersionStats
+from conveyor.traffic.builtin.upstream import BackendState
+
+
+class CompiledPool:
+    """An eligible pool: its counters, its backends and its round-robin cursor."""
+
+    __slots__ = ("backends", "count", "cursor", "stats", "version")
+
+    def __init__(self, version: str, stats: VersionStats, backends: Sequence[BackendState]) -> None:
+        self.version = version
+        self.stats = stats
+        self.backends = tuple(backends)
+        self.count = len(self.backends)
+        self.cursor = 0
+
+    def next_backend(self) -> BackendState:
+        cursor = self.cursor
+        self.cursor = next_round_robin(cursor, self.count)
+        return self.backends[cursor]
+
+
+class CompiledTable:
+    """The per-request decision structure for one listener (main or preview)."""
+
+    __slots__ = ("cumulative", "none_stats", "pools", "random", "single", "total")
+
+    def __init__(
+        self,
+        pools: Sequence[CompiledPool],
+        cumulative: Sequence[int],
+        none_stats: VersionStats,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.pools = tuple(pools)
+        self.cumulative = tuple(cumulative)
+        self.total = self.cumulative[-1] if self.cumulative else 0
+        self.single = self.pools[0] if len(self.pools) == 1 else None
+        self.none_stats = none_stats
+        self.random = rng
+
+    def choose(self) -> CompiledPool | None:
+        """The pool for the next request, or ``None`` when no pool is eligible (503)."""
+        single = self.single
+        if single is not None:
+            return single
+        if not self.total:
+            return None
+        return self.pools[pick(self.cumulative, self.random() * self.total)]
+
+    def retry(
+        self, failed_version: str, tried: Sequence[BackendState]
+    ) -> tuple[CompiledPool, BackendState] | None:
+        """Where to retry a request that failed before any response byte, if anywhere."""
+        same = [pool for pool in self.pools if pool.version == failed_version]
+        start = same[0].cursor if same else 0
+        found = retry_candidate(
+            [(pool.version, pool.backends) for pool in self.pools], failed_version, tried, start
+        )
+        if found is None:
+            return None
+        position, backend = found
+        return self.pools[position], backend
+
+
+def compile_table(
+    pools: Sequence[Pool],
+    stats_for: Callable[[str], VersionStats],
+    backend_for: Callable[[str, str, int], BackendState],
+    none_stats: VersionStats,
+) -> CompiledTable:
+    """Compile the eligible pools of ``pools`` (see ``balancer`` for the eligibility rules)."""
+    plan = weight_plan(pools)
+    compiled = []
+    for index in plan.indices:
+        pool = pools[index]
+        backends = [backend_for(b.instance_id, b.host, b.port) for b in pool.backends]
+        compiled.append(CompiledPool(pool.version, stats_for(pool.version), backends))
+    return CompiledTable(compiled, plan.cumulative, none_stats)
+
+
+class TableSlot:
+    """The one mutable reference a listener's connections read their table through."""
+
+    __slots__ = ("label", "table")
+
+    def __init__(self, table: CompiledTable, label: str) -> None:
+        self.table = table
+        self.label = label  # "service/env", for the router's own error messages
