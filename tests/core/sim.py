@@ -1,0 +1,315 @@
+"""A tiny pure world for driving ``rollout.decide`` tick by tick, one second per tick.
+
+It stands in for the runtime, the router and the controller loop so that whole rollouts
+(with faults and controller crashes) can be checked as properties rather than step by step:
+
+* ``StartInstances`` creates instances of a version; how they behave is the version's
+  ``Fault``: ready after a few ticks, never ready, crash-looping, serving errors.
+* ``StopInstances`` removes them at once; ``SetWeights`` sets the router's weights.
+* ``CheckPreview`` answers on the next tick's observations, as the real controller does.
+* The router sends ``REQUESTS_PER_TICK`` requests per tick, split by weight among pools with
+  backends; the new version's cumulative counters feed ``core.traffic.window``.
+* A *controller crash* at tick t applies that tick's action to the world but loses the status
+  it returned (the previous one is kept): SIGKILL between acting and committing.
+* After every tick the router is re-synced from the *stored* weights, as the controller does
+  after each commit and on restart (``rollout.py``: "sees the switch replayed from the stored
+  weights"). So a ``SetWeights`` whose commit was lost is undone until it is decided again.
+* A release is created with the weights users are on (the previous release's), as
+  ``controller.releases`` does, and tables are built as ``controller.driver`` builds them
+  (with the preview version of a blue-green release until it has succeeded).
+
+The stable version is always healthy: it is what a rollback returns to.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from conveyor.core.model import InstanceObservation, InstanceState, RouteTable, VersionCounters
+from conveyor.core.rollout import decide
+from conveyor.core.state import (
+    Action,
+    CheckPreview,
+    Observations,
+    Phase,
+    PreviewCheck,
+    RolloutSpec,
+    RolloutStatus,
+    SetWeights,
+    StartInstances,
+    StopInstances,
+    StrategyKind,
+    StrategySpec,
+    Triggers,
+    Wait,
+)
+from conveyor.core.traffic import route_table, window
+
+Fault = Literal["healthy", "slow-start", "never-ready", "crashy", "erroring"]
+FAULTS: tuple[Fault, ...] = ("healthy", "slow-start", "never-ready", "crashy", "erroring")
+BROKEN: tuple[Fault, ...] = ("never-ready", "crashy", "erroring")
+
+NEW = "tnewversion"
+STABLE = "tstableversn"
+START = 10_000.0
+
+READY_AFTER: dict[Fault, int | None] = {
+    "healthy": 2,
+    "erroring": 2,
+    "slow-start": 9,
+    "never-ready": None,
+    "crashy": None,
+}
+CRASH_EVERY = 3  # a crashy instance exits and is restarted every this many ticks
+STABLE_READY_AFTER = 2
+REQUESTS_PER_TICK = 20
+
+# Deadlines are in ticks (seconds). The deadline leaves room for a slow-start instance plus
+# the few ticks of bookkeeping around it; crashy and erroring versions trip their own
+# trigger long before it.
+PROGRESS_DEADLINE = 20.0
+TRIGGERS = Triggers(error_rate=0.05, min_requests=20, window=10.0, max_restarts=2, verification=5.0)
+
+
+def make_spec(
+    kind: StrategyKind,
+    *,
+    desired: int,
+    stable_desired: int,
+    max_surge: int = 1,
+    max_unavailable: int = 0,
+    scale_down_delay: float = 5.0,
+    preview_check: bool = True,
+    first: bool = False,
+) -> RolloutSpec:
+    return RolloutSpec(
+        release_id=1,
+        revision=2,
+        version=NEW,
+        desired=desired,
+        strategy=StrategySpec(kind, max_surge, max_unavailable, scale_down_delay),
+        progress_deadline=PROGRESS_DEADLINE,
+        triggers=TRIGGERS,
+        stable_version=None if first else STABLE,
+        stable_revision=None if first else 1,
+        stable_desired=0 if first else stable_desired,
+        preview_check=preview_check,
+    )
+
+
+@dataclass
+class SimInstance:
+    instance_id: str
+    version: str
+    fault: Fault
+    started_at: float
+    age: int = 0
+    restarts: int = 0
+    ready: bool = False
+    state: InstanceState = "starting"
+
+    def tick(self) -> None:
+        self.age += 1
+        if self.fault == "crashy":
+            if self.age % CRASH_EVERY == 0:
+                self.restarts += 1
+                self.state = "backoff"
+            else:
+                self.state = "running"
+            return
+        self.state = "running"
+        ready_after = READY_AFTER[self.fault] if self.version == NEW else STABLE_READY_AFTER
+        self.ready = ready_after is not None and self.age >= ready_after
+
+    def observe(self) -> InstanceObservation:
+        return InstanceObservation(
+            instance_id=self.instance_id,
+            service="web",
+            env="prod",
+            version=self.version,
+            revision=2 if self.version == NEW else 1,
+            host="127.0.0.1",
+            port=20_000 + int(self.instance_id.rsplit("-", 1)[1]),
+            pid=None if self.state == "backoff" else 1,
+            state=self.state,
+            ready=self.ready,
+            restarts=self.restarts,
+            started_at=self.started_at,
+            ever_ready=self.ready,
+        )
+
+
+@dataclass
+class World:
+    spec: RolloutSpec
+    fault: Fault
+    now: float = START
+    instances: dict[str, SimInstance] = field(default_factory=dict)
+    weights: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    errors: int = 0
+    samples: list[tuple[float, VersionCounters]] = field(default_factory=list)
+    preview_version: str | None = None
+    preview_next: PreviewCheck | None = None
+    preview_seen: PreviewCheck | None = None
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        if self.spec.stable_version is not None:
+            for _ in range(self.spec.stable_desired):
+                inst = self._create(self.spec.stable_version)
+                inst.age, inst.ready, inst.state = STABLE_READY_AFTER, True, "running"
+            self.weights = {self.spec.stable_version: 100}
+
+    def _create(self, version: str) -> SimInstance:
+        fault: Fault = self.fault if version == NEW else "healthy"
+        inst = SimInstance(f"{version}-{next(self._ids):04d}", version, fault, self.now)
+        self.instances[inst.instance_id] = inst
+        return inst
+
+    def observations(self) -> tuple[InstanceObservation, ...]:
+        return tuple(i.observe() for i in self.instances.values())
+
+    def observe(self) -> Observations:
+        seen = self.observations()
+        samples = self.samples
+        return Observations(
+            new=tuple(i for i in seen if i.version == self.spec.version),
+            old=tuple(i for i in seen if i.version == self.spec.stable_version),
+            others=tuple(
+                i for i in seen if i.version not in (self.spec.version, self.spec.stable_version)
+            ),
+            traffic=window(samples, self.now, self.spec.triggers.window) if samples else None,
+            preview=self.preview_seen,
+        )
+
+    def apply(self, action: Action) -> None:
+        if isinstance(action, StartInstances):
+            for _ in range(action.count):
+                self._create(action.version)
+        elif isinstance(action, StopInstances):
+            for instance_id in action.instance_ids:
+                self.instances.pop(instance_id, None)
+        elif isinstance(action, SetWeights):
+            self.weights = dict(action.weights)
+        elif isinstance(action, CheckPreview):
+            ready = [i for i in self.instances.values() if i.version == NEW and i.ready]
+            if not ready:
+                self.preview_next = PreviewCheck(False, "connection refused")
+            elif self.fault == "erroring":
+                self.preview_next = PreviewCheck(False, "500 Internal Server Error")
+            else:
+                self.preview_next = PreviewCheck(True, "200 OK")
+        else:
+            assert isinstance(action, Wait), action
+
+    def table(self) -> RouteTable:
+        return route_table(self.weights, self.observations(), preview_version=self.preview_version)
+
+    def advance(self) -> None:
+        """One second passes: users send requests, instances age, crash, become ready."""
+        sent = int(REQUESTS_PER_TICK * share(self.table(), NEW))
+        self.requests += sent
+        if self.fault == "erroring":
+            self.errors += sent
+        self.now += 1.0
+        for inst in self.instances.values():
+            inst.tick()
+        self.samples.append(
+            (self.now, VersionCounters(requests=self.requests, responses_5xx=self.errors))
+        )
+        self.preview_seen, self.preview_next = self.preview_next, None
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One tick as users and operators would have seen it."""
+
+    index: int
+    now: float
+    action: Action
+    decided: RolloutStatus  # what decide returned
+    status: RolloutStatus  # what is stored after this tick (the previous one if it was lost)
+    lost: bool
+    instances: tuple[InstanceObservation, ...]  # right after the action
+    table: RouteTable  # from the stored weights, right after the action
+    table_later: RouteTable  # the same weights over the instances one second later
+
+
+@dataclass(frozen=True)
+class Run:
+    spec: RolloutSpec
+    fault: Fault
+    ticks: tuple[Tick, ...]
+    world: World
+
+    @property
+    def status(self) -> RolloutStatus:
+        return self.ticks[-1].status
+
+    def final_versions(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for inst in self.world.instances.values():
+            counts[inst.version] = counts.get(inst.version, 0) + 1
+        return counts
+
+
+def simulate(
+    spec: RolloutSpec,
+    fault: Fault,
+    *,
+    crashes: Iterable[int] = (),
+    max_ticks: int = 400,
+) -> Run:
+    """Run ``decide`` until the status is done (or ``max_ticks`` pass) and record every tick."""
+    world = World(spec, fault)
+    lost_at = frozenset(crashes)
+    status = RolloutStatus(weights=dict(world.weights))
+    ticks: list[Tick] = []
+    for index in range(max_ticks):
+        decision = decide(spec, status, world.observe(), world.now)
+        world.apply(decision.action)
+        lost = index in lost_at
+        if not lost:
+            status = decision.status
+        world.weights = dict(status.weights)
+        world.preview_version = preview_version(spec, status)
+        now = world.now
+        instances = world.observations()
+        table = world.table()
+        world.advance()
+        later = world.table()
+        ticks.append(
+            Tick(
+                index, now, decision.action, decision.status, status, lost, instances, table, later
+            )
+        )
+        if status.done:
+            break
+    return Run(spec, fault, tuple(ticks), world)
+
+
+def preview_version(spec: RolloutSpec, status: RolloutStatus) -> str | None:
+    """The version served on the preview listener, as the controller chooses it."""
+    if spec.strategy.kind == "blue_green" and status.phase in (
+        Phase.PENDING,
+        Phase.PROGRESSING,
+        Phase.VERIFYING,
+    ):
+        return spec.version
+    return None
+
+
+def serves(table: RouteTable) -> bool:
+    """True when a new request has somewhere to go: a weighted pool with a backend."""
+    return any(pool.weight > 0 and pool.backends for pool in table.pools)
+
+
+def share(table: RouteTable, version: str) -> float:
+    """The fraction of new requests the router sends to ``version``."""
+    eligible = {p.version: p.weight for p in table.pools if p.weight > 0 and p.backends}
+    total = sum(eligible.values())
+    return eligible.get(version, 0) / total if total else 0.0
