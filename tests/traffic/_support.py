@@ -14,7 +14,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -358,7 +358,7 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
 SERVICE, ENV = "shop", "prod"
 
 
-def table(*pools: tuple[str, int, list[TestBackend | BackendProcess]]) -> RouteTable:
+def table(*pools: tuple[str, int, Sequence[TestBackend | BackendProcess]]) -> RouteTable:
     """``table(("v1", 80, [a]), ("v2", 20, [b]))``; instance ids are ``version-port``."""
     return RouteTable(
         pools=tuple(

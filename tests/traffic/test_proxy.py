@@ -304,7 +304,7 @@ def test_killed_backend_is_retried_on_another_without_client_errors() -> None:
                 await wait_until(lambda: router.in_flight(SERVICE, ENV, doomed_id) == 1)
                 router.apply(SERVICE, ENV, route)
                 doomed.kill()
-                statuses = Counter()
+                statuses: Counter[tuple[int, bytes]] = Counter()
                 for i in range(60):
                     method = "POST" if i % 3 == 0 else "GET"
                     response = await conn.request(method, "/", b"x" if method == "POST" else b"")

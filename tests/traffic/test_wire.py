@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httptools
 import pytest
 
@@ -17,7 +19,7 @@ class _Parsed:
         self.complete = False
         self.keep_alive = False
         cls = httptools.HttpResponseParser if response else httptools.HttpRequestParser
-        self.parser = cls(self)
+        self.parser: Any = cls(self)
         self.parser.feed_data(data)
 
     def on_url(self, url: bytes) -> None:

@@ -494,14 +494,14 @@ class ClientConnection(asyncio.Protocol):
         self._backend = None
         if self._writing_paused:
             conn.resume_reading()
-        if keep_alive:
-            backend.put_idle(conn, now)
-        else:
-            conn.close()
         request = self._req
         self._req = None
         self.wait_since = now
-        if not keep_alive or request is None or not request.keep_alive:
+        # A request that asked to close may have the instance close this connection too.
+        if keep_alive and request is not None and request.keep_alive:
+            backend.put_idle(conn, now)
+        else:
+            conn.close()
             self._shutdown()
             return
         if self._queue or self._continue_pending:
