@@ -18,7 +18,8 @@ traceback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 
 
 class ConveyorError(Exception):
@@ -45,7 +46,7 @@ class ConfigProblem:
     field: str
     message: str
     hint: str | None = None
-    column: int | None = field(default=None, compare=False)
+    column: int | None = dataclasses.field(default=None, compare=False)
 
     def render(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
@@ -62,10 +63,9 @@ class ConfigError(ConveyorError):
     def __init__(self, problems: list[ConfigProblem]) -> None:
         self.problems = problems
         first = problems[0]
-        count = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         super().__init__(
             "\n".join(p.render() for p in problems),
-            hint=first.hint if len(problems) == 1 else f"fix the {len(problems)} problems above{count and ''}",
+            hint=first.hint if len(problems) == 1 else f"fix the {len(problems)} problems above",
         )
 
     def to_dict(self) -> dict[str, object]:

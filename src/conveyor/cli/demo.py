@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,14 +271,15 @@ def run_demo(*, keep: bool = False, quiet: bool = False) -> dict[str, Any]:
         demo.stop()
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    report = {
+    seconds = round(time.monotonic() - started, 1)
+    report: dict[str, Any] = {
         "ok": ok,
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": seconds,
         "steps": [s.to_json() for s in demo.steps],
         "workdir": str(workdir) if keep else None,
     }
     if not quiet:
-        _print_report(demo.steps, report["seconds"])
+        _print_report(demo.steps, seconds)
     return report
 
 
@@ -295,5 +296,3 @@ def _print_report(steps: list[Step], seconds: float) -> None:
         table.add_row(s.name, s.outcome, f"{s.seconds:.1f}s", failed)
     render.console.print(table)
 
-
-_ = Callable

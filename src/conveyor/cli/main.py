@@ -56,7 +56,7 @@ class Context:
 
 
 def json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)  # type: ignore[return-value]
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
 
 
 def handles_errors(fn: F) -> F:
@@ -105,7 +105,7 @@ pass_ctx = click.make_pass_decorator(Context)
 def validate(ctx: Context, as_json: bool) -> None:
     """Check conveyor.yaml; errors name file, line, field and a fix."""
     project = ctx.project()
-    summary = {
+    summary: dict[str, Any] = {
         "file": str(project.file),
         "project": project.config.project,
         "services": list(project.config.services),

@@ -115,7 +115,9 @@ class Controller:
         (await self._driver(service, env)).wake()
         return release
 
-    async def rollback(self, service: str, env: str, to: int | None, *, actor: str) -> ReleaseRecord:
+    async def rollback(
+        self, service: str, env: str, to: int | None, *, actor: str
+    ) -> ReleaseRecord:
         active = self.store.active_release(service, env)
         if to is None and active is not None and Phase(active.phase).in_progress:
             return await (await self._driver(service, env)).abort(actor)

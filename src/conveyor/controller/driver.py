@@ -99,10 +99,15 @@ class Driver:
             except Exception:
                 log.exception("driver %s/%s: tick failed; retrying", self.service, self.env)
                 await asyncio.sleep(1.0)
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.tick)
-            except TimeoutError:
-                pass
+            await self._pause()
+
+    async def _pause(self) -> None:
+        """Sleep one tick or until woken. (Not `wait_for`: on 3.11 it can swallow a cancel.)"""
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=self.tick)
+        finally:
+            waiter.cancel()
             self._wake.clear()
 
     def wake(self) -> None:
@@ -218,9 +223,7 @@ class Driver:
         actor: str = ACTOR,
     ) -> ReleaseRecord:
         extra = await self._act(release, spec, decision.action, decision.status)
-        events = [
-            NewEvent(e.kind, {**e.details, **extra.get(e.kind, {})}) for e in decision.events
-        ]
+        events = [NewEvent(e.kind, {**e.details, **extra.get(e.kind, {})}) for e in decision.events]
         new_status = decision.status.to_json()
         if new_status == dict(release.status) and not events:
             return release
@@ -297,7 +300,9 @@ class Driver:
         deadline = self.clock() + drain_timeout
         while self.router.in_flight(self.service, self.env, instance_id) > 0:
             if self.clock() >= deadline:
-                log.warning("instance %s still busy after %.0fs; stopping", instance_id, drain_timeout)
+                log.warning(
+                    "instance %s still busy after %.0fs; stopping", instance_id, drain_timeout
+                )
                 break
             await asyncio.sleep(0.05)
         await self.target.stop(instance_id)

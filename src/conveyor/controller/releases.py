@@ -44,12 +44,14 @@ class Releases:
         instance_template: Mapping[str, Any] | None = None,
     ) -> ReleaseRecord:
         project = self.load_project()
-        svc = project.config.service(service)
+        project.config.service(service)  # unknown names fail here, with suggestions
         project.config.environment(env)
         record = self.store.get_artifact(artifact)
         self.artifacts.verify(record.digest)
         config = merge_config(
-            base_config if base_config is not None else project.config.effective_config(service, env),
+            base_config
+            if base_config is not None
+            else project.config.effective_config(service, env),
             overrides or {},
         )
         template = dict(instance_template or specs.instance_template(project, service))
@@ -67,6 +69,8 @@ class Releases:
         # let the controller read ids from the record (revision = previous + 1).
         previous = self.store.releases(service, env, limit=1)
         revision = previous[0].revision + 1 if previous else 1
+        # Users stay exactly where the previous release left them until the rollout moves them.
+        weights = dict(previous[0].status.get("weights", {})) if previous else {}
         rollout = specs.rollout_spec(
             project,
             release_id=0,
@@ -89,7 +93,7 @@ class Releases:
                 instances=desired,
                 strategy=strategy,
                 spec={"rollout": rollout.to_json(), "instance": template},
-                status=RolloutStatus().to_json(),
+                status=RolloutStatus(weights=weights).to_json(),
                 phase="pending",
                 stable_release_id=stable.id if stable else None,
                 rollback_of=rollback_of,
@@ -119,7 +123,6 @@ class Releases:
                 )
             ],
         )
-        _ = svc
         return created
 
     def rollback_target(self, service: str, env: str, to: int | None) -> ReleaseRecord:

@@ -44,7 +44,12 @@ def admit(
             f"the artifact was built for {candidate.artifact_service!r}, not {candidate.service!r}",
             hint=f"build it with `conveyor build {candidate.service}` and deploy that digest",
         )
-    if active is not None and active.phase in ("pending", "progressing", "verifying", "rolling_back"):
+    if active is not None and active.phase in (
+        "pending",
+        "progressing",
+        "verifying",
+        "rolling_back",
+    ):
         raise Conflict(
             f"r{active.revision} of {where} is still rolling out ({active.phase})",
             hint=f"wait for it (`conveyor status --env {candidate.env}`), or abort it with "

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _canonical(value: object) -> bytes:
@@ -54,7 +58,7 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, str]:
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
-        if not (key[0].isalpha() or key[0] == "_") or not all(c.isalnum() or c == "_" for c in key):
+        if not _ENV_NAME.fullmatch(key):
             raise ValueError(
                 f"--set key {key!r} is not a valid environment variable name "
                 "(letters, digits and _, not starting with a digit)"

@@ -149,6 +149,11 @@ def begin_rollback(
         phase=Phase.ROLLING_BACK, abort=abort, message=f"rolling back to {target}: {abort.message}"
     )
     decision = _roll_back(spec, new_status, obs, now)
+    if isinstance(decision.action, StopInstances):
+        # Record the abort before destroying its evidence: if the controller died after
+        # stopping the new instances but before committing, the next one would see a calm
+        # world, forget why, and start the broken version again.
+        return Decision(Wait("rollback decided"), new_status, (*events, failed, started))
     return Decision(decision.action, decision.status, (*events, failed, started, *decision.events))
 
 
@@ -241,7 +246,10 @@ def _roll_back(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now:
                 (Event("instances.stopped", {"instances": list(ids), "why": reason}),),
             )
         return _finish(
-            status, Phase.FAILED, now, "failed; there is no earlier release to return to"
+            status.evolve(weights={}),
+            Phase.FAILED,
+            now,
+            "failed; there is no earlier release to return to",
         )
     ready_old = [i for i in obs.old if i.ready]
     if ready_old and not same_split(status.weights, {spec.stable_version: 1}):

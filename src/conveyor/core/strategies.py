@@ -104,6 +104,14 @@ def rolling(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: fl
             )
     if len(new) == d and len(ready_new) == d and not old:
         return _switch(spec, status, now)
+    if missing > 0 and old and len(ready_new) == len(new):
+        # No room to start and nothing removable without an outage (max_surge 0 with a
+        # single ready instance left): surge by one rather than stall or drop users.
+        return Decision(
+            StartInstances(spec.version, 1),
+            status.evolve(message="starting 1 new instance (temporary surge to stay available)"),
+            (Event("instances.started", {"version": spec.version, "count": 1}),),
+        )
     return _waiting(status, ready_new, spec, old_left=len(old))
 
 

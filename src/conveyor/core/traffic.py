@@ -35,9 +35,11 @@ def route_table(
     """The table a router needs: ready, non-draining instances grouped by version.
 
     Versions that have ready instances but no weight are included with weight 0: the router
-    never chooses them for a new request, but may retry on them when every backend of the
-    chosen version refuses connections (a crashed new version falls back to the warm old one
-    instead of failing users while the rollback decision is being made).
+    never chooses them for a new request while a weighted version can serve, but retries on
+    them when every backend of the chosen version refuses connections. When no weighted
+    version has a ready instance at all (the new version crashed right after the switch),
+    the warm versions are promoted to equal weights: users are served by the old version
+    during the seconds it takes to decide the rollback, instead of getting errors.
     """
     by_version: dict[str, list[InstanceObservation]] = {}
     for inst in instances:
@@ -52,6 +54,12 @@ def route_table(
         )
         for v in versions
     )
+    if not any(p.weight > 0 and p.backends for p in pools):
+        # Never promote the preview version: it has not been verified yet.
+        pools = tuple(
+            Pool(p.version, 1, p.backends) if p.backends and p.version != preview_version else p
+            for p in pools
+        )
     preview = tuple(
         i.backend for i in sorted(by_version.get(preview_version or "", []), key=_order)
     )
