@@ -35,6 +35,7 @@ from typing import Any, cast
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from conveyor.traffic.builtin.metrics import VersionStats
+from conveyor.traffic.builtin.outbox import Corked, Outbox
 from conveyor.traffic.builtin.table import CompiledPool, TableSlot
 from conveyor.traffic.builtin.upstream import BackendState, UpstreamConnection, open_connection
 
@@ -178,6 +179,7 @@ class ProxyShared:
         "connect_timeout",
         "max_pipeline",
         "max_request_bytes",
+        "outbox",
         "response_timeout",
     )
 
@@ -196,6 +198,7 @@ class ProxyShared:
         self.max_request_bytes = max_request_bytes
         self.max_pipeline = max_pipeline
         self.clients: set[ClientConnection] = set()
+        self.outbox: Outbox | None = None  # set by the router once it knows its loop
 
 
 class ClientConnection(asyncio.Protocol):
@@ -211,6 +214,7 @@ class ClientConnection(asyncio.Protocol):
         "_continue_pending",
         "_done",
         "_in_message",
+        "_out",
         "_parser",
         "_pool",
         "_queue",
@@ -251,6 +255,7 @@ class ClientConnection(asyncio.Protocol):
         self._writing_paused = False
         self.transport: asyncio.Transport | None = None
         self._write: Any = None
+        self._out: Corked | None = None
         # the exchange in progress
         self._req: Request | None = None
         self._pool: CompiledPool | None = None
@@ -269,7 +274,10 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
-        self._write = transport.write
+        outbox = self._shared.outbox
+        assert outbox is not None
+        self._out = Corked(transport, outbox)
+        self._write = self._out.write
         self.wait_since = perf_counter()
         self._shared.clients.add(self)
 
@@ -466,7 +474,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def _open(self, backend: BackendState, attempt_no: int) -> None:
         try:
-            conn = await open_connection(backend, self._shared.connect_timeout)
+            conn = await open_connection(backend, self._shared.connect_timeout, self._shared.outbox)
         except (OSError, TimeoutError):
             if attempt_no == self._attempt_no and not self._closed:
                 self._connecting = None
@@ -589,8 +597,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _shutdown(self) -> None:
         self._stop = True
-        if self.transport is not None and not self._closed:
-            self.transport.close()
+        if self._out is not None and not self._closed:
+            self._out.close()
 
     @property
     def busy(self) -> bool:

@@ -32,6 +32,7 @@ from conveyor.traffic.builtin.metrics import (
     VersionStats,
     render_prometheus,
 )
+from conveyor.traffic.builtin.outbox import Outbox
 from conveyor.traffic.builtin.proxy import ClientConnection, ProxyShared
 from conveyor.traffic.builtin.table import CompiledTable, TableSlot, compile_table
 from conveyor.traffic.builtin.upstream import BackendState
@@ -111,6 +112,9 @@ class BuiltinRouter:
         preview_port: int | None = None,
     ) -> None:
         route = self._route(service, env)
+        loop = asyncio.get_running_loop()
+        if self._shared.outbox is None or self._shared.outbox.loop is not loop:
+            self._shared.outbox = Outbox(loop)
         await self._listen(route, False, host, port)
         if preview_port is None:
             self._unlisten(route, True)

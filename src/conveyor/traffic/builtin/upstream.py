@@ -21,6 +21,8 @@ from typing import Any, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from conveyor.traffic.builtin.outbox import Corked, Outbox
+
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -172,6 +174,8 @@ class UpstreamConnection(asyncio.Protocol):
         "head",
         "idle_since",
         "keep_alive",
+        "out",
+        "outbox",
         "owner",
         "parser",
         "reused",
@@ -180,9 +184,11 @@ class UpstreamConnection(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, backend: BackendState) -> None:
+    def __init__(self, backend: BackendState, outbox: Outbox) -> None:
         self.backend = backend
+        self.outbox = outbox
         self.transport: asyncio.Transport | None = None
+        self.out: Corked | None = None
         self.parser: Any = HttpResponseParser(self)
         self.owner: ExchangeOwner | None = None
         self.sink: Any = None
@@ -205,9 +211,9 @@ class UpstreamConnection(asyncio.Protocol):
         if head:
             self.head = True
             self.parser = HttpResponseParser(_HeadWatcher(self))
-        transport = self.transport
-        assert transport is not None
-        transport.write(raw)
+        out = self.out
+        assert out is not None
+        out.write(raw)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -222,13 +228,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.owner = None
         self.sink = None
         self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        if self.out is not None:
+            self.out.abort()
 
     def close(self) -> None:
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        if self.out is not None:
+            self.out.close()
 
     # -- parser callbacks ----------------------------------------------------------------
 
@@ -249,6 +255,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
+        self.out = Corked(transport, self.outbox)
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
@@ -297,11 +304,14 @@ class UpstreamConnection(asyncio.Protocol):
             owner.response_done(self, status, False)
 
 
-async def open_connection(backend: BackendState, timeout: float) -> UpstreamConnection:
+async def open_connection(
+    backend: BackendState, timeout: float, outbox: Outbox | None
+) -> UpstreamConnection:
     """A fresh connection to ``backend``; raises ``OSError`` or ``TimeoutError``."""
     loop = asyncio.get_running_loop()
+    writes = outbox if outbox is not None else Outbox(loop)
     async with asyncio.timeout(timeout):
         _, conn = await loop.create_connection(
-            lambda: UpstreamConnection(backend), backend.host, backend.port
+            lambda: UpstreamConnection(backend, writes), backend.host, backend.port
         )
     return conn

@@ -1,0 +1,314 @@
+"""Built-in router vs HAProxy vs no proxy at all, on the same backend, with wrk.
+
+Run: .venv/bin/python bench/router_bench.py [--rounds 5] [--duration 8] [--connections 32]
+
+Every path talks to the SAME backend process (bench/_backend.py: uvloop + httptools, two
+listeners standing for two versions). Paths:
+
+  direct            wrk -> backend (one listener): the ceiling
+  router 50/50      wrk -> built-in router (own process, uvloop) -> both versions
+  haproxy-1t 50/50  wrk -> HAProxy, nbthread 1 (a fair match: the router is single-threaded)
+  haproxy-mt 50/50  wrk -> HAProxy with its default thread count (labelled, for reference)
+  router 95/5       canary-like split
+  haproxy-1t 95/5
+
+Rounds alternate the paths so that drift on a shared machine hits all of them alike; the
+table reports medians over rounds, plus the proxy process' CPU time per request (from
+/proc), which is less sensitive to other load on the box than throughput is. Raw rounds go
+to bench/results/router.json (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results" / "router.json"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _spawn(args: list[str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_listening(port)
+    except RuntimeError:
+        proc.kill()
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        raise RuntimeError(f"{args[0]} did not start: {stderr}") from None
+    return proc
+
+
+def _haproxy_config(port: int, backends: list[tuple[str, int, int]], threads: int | None) -> str:
+    servers = "\n".join(
+        f"    server {name} 127.0.0.1:{backend_port} weight {weight}"
+        for name, backend_port, weight in backends
+    )
+    nbthread = f"    nbthread {threads}\n" if threads else ""
+    return (
+        "global\n"
+        f"{nbthread}"
+        "    maxconn 4000\n"
+        "defaults\n"
+        "    mode http\n"
+        "    timeout connect 2s\n"
+        "    timeout client 30s\n"
+        "    timeout server 30s\n"
+        "    option http-keep-alive\n"
+        "    http-reuse always\n"
+        "frontend fe\n"
+        f"    bind 127.0.0.1:{port}\n"
+        "    default_backend be\n"
+        "backend be\n"
+        "    balance roundrobin\n"
+        f"{servers}\n"
+    )
+
+
+@dataclass
+class Round:
+    path: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us_per_request: float | None
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _latency_ms(text: str, percentile: str) -> float:
+    match = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"no {percentile}% line in wrk output:\n{text}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _run_wrk(path: str, port: int, duration: float, connections: int, pid: int | None) -> Round:
+    cpu_before = _cpu_seconds(pid) if pid else 0.0
+    out = subprocess.run(
+        [
+            WRK,
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration:g}s",
+            "--latency",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cpu = _cpu_seconds(pid) - cpu_before if pid else None
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(match.group(1))
+    if match := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    ):
+        errors += sum(int(g) for g in match.groups())
+    return Round(
+        path,
+        rps,
+        _latency_ms(out, "50"),
+        _latency_ms(out, "99"),
+        errors,
+        cpu / total * 1e6 if cpu is not None and total else None,
+    )
+
+
+def _versions_seen(port: int, requests: int = 400) -> dict[str, int]:
+    """Sanity check that a proxy really splits between the two versions."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    seen: dict[str, int] = {}
+    for _ in range(requests):
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        version = response.getheader("X-Version") or "?"
+        seen[version] = seen.get(version, 0) + 1
+    conn.close()
+    return dict(sorted(seen.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+
+    python = sys.executable
+    v1, v2 = _free_port(), _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="router-bench-"))
+    try:
+        backend = _spawn([python, str(BENCH / "_backend.py"), f"{v1}:v1", f"{v2}:v2"], v1)
+        procs.append(backend)
+        paths: dict[str, tuple[int, int | None]] = {"direct": (v1, None)}
+
+        def router(label: str, w1: int, w2: int) -> None:
+            port = _free_port()
+            proc = _spawn(
+                [
+                    python,
+                    str(BENCH / "_router_server.py"),
+                    str(port),
+                    f"v1:{w1}:{v1}",
+                    f"v2:{w2}:{v2}",
+                ],
+                port,
+            )
+            procs.append(proc)
+            paths[label] = (port, proc.pid)
+
+        def haproxy(label: str, w1: int, w2: int, threads: int | None) -> None:
+            port = _free_port()
+            config = tmp / f"{label.replace('/', '-')}.cfg"
+            config.write_text(_haproxy_config(port, [("v1", v1, w1), ("v2", v2, w2)], threads))
+            proc = _spawn([HAPROXY, "-db", "-f", str(config)], port)
+            procs.append(proc)
+            paths[label] = (port, proc.pid)
+
+        router("router 50/50", 50, 50)
+        haproxy("haproxy-1t 50/50", 50, 50, 1)
+        haproxy("haproxy-mt 50/50", 50, 50, None)
+        router("router 95/5", 95, 5)
+        haproxy("haproxy-1t 95/5", 95, 5, 1)
+
+        split = {
+            label: _versions_seen(port) for label, (port, _) in paths.items() if label != "direct"
+        }
+        print("versions seen over 400 requests:", json.dumps(split))
+        for label, (port, pid) in paths.items():  # warm-up: connections, caches, JIT-less paths
+            _run_wrk(label, port, 2, args.connections, pid)
+
+        rounds: list[Round] = []
+        labels = list(paths)
+        for number in range(args.rounds):
+            order = labels if number % 2 == 0 else labels[::-1]
+            for label in order:
+                port, pid = paths[label]
+                result = _run_wrk(label, port, args.duration, args.connections, pid)
+                rounds.append(result)
+                print(
+                    f"round {number + 1} {label:18} {result.requests_per_s:10.0f} req/s "
+                    f"p50 {result.p50_ms:6.3f} ms p99 {result.p99_ms:6.3f} ms "
+                    f"errors {result.errors}",
+                    flush=True,
+                )
+
+        summary = {}
+        for label in labels:
+            mine = [r for r in rounds if r.path == label]
+            cpu = [r.cpu_us_per_request for r in mine if r.cpu_us_per_request is not None]
+            summary[label] = {
+                "requests_per_s": statistics.median(r.requests_per_s for r in mine),
+                "p50_ms": statistics.median(r.p50_ms for r in mine),
+                "p99_ms": statistics.median(r.p99_ms for r in mine),
+                "errors": sum(r.errors for r in mine),
+                "cpu_us_per_request": statistics.median(cpu) if cpu else None,
+            }
+
+        ratios = {}
+        for split_label in ("50/50", "95/5"):
+            ours, theirs = summary[f"router {split_label}"], summary[f"haproxy-1t {split_label}"]
+            ratios[split_label] = {
+                "throughput_router_over_haproxy_1t": ours["requests_per_s"]
+                / theirs["requests_per_s"],
+                "p99_router_over_haproxy_1t": ours["p99_ms"] / theirs["p99_ms"],
+            }
+        ratios["50/50"]["throughput_router_over_haproxy_mt"] = (
+            summary["router 50/50"]["requests_per_s"]
+            / summary["haproxy-mt 50/50"]["requests_per_s"]
+        )
+
+        print()
+        print(
+            f"medians over {args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.duration:g}s"
+        )
+        header = ("path", "req/s", "p50 ms", "p99 ms", "errors", "CPU us/req")
+        print("{:18} {:>10} {:>8} {:>8} {:>7} {:>11}".format(*header))
+        for label, row in summary.items():
+            cpu_text = (
+                f"{row['cpu_us_per_request']:11.1f}" if row["cpu_us_per_request"] else " " * 11
+            )
+            print(
+                f"{label:18} {row['requests_per_s']:10.0f} {row['p50_ms']:8.3f} "
+                f"{row['p99_ms']:8.3f} {row['errors']:7d} {cpu_text}"
+            )
+        print()
+        for split_label, values in ratios.items():
+            text = ", ".join(f"{key} {value:.2f}" for key, value in values.items())
+            print(f"{split_label}: {text}")
+
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(
+            json.dumps(
+                {
+                    "command": " ".join([Path(python).name, *sys.argv]),
+                    "wrk": f"-t1 -c{args.connections} -d{args.duration:g}s --latency",
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "python": platform.python_version(),
+                        "haproxy": subprocess.run(
+                            [HAPROXY, "-v"], capture_output=True, text=True, check=False
+                        ).stdout.splitlines()[0],
+                    },
+                    "versions_seen": split,
+                    "summary": summary,
+                    "ratios": ratios,
+                    "rounds": [asdict(r) for r in rounds],
+                },
+                indent=2,
+            )
+        )
+        print(f"\nwrote {RESULTS}")
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
