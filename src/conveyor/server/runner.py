@@ -17,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -118,7 +119,10 @@ async def serve(config_file: Path, *, host: str = "127.0.0.1", port: int = 0, ti
     )
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
-    stop_instances = True
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal with the
+    # handler it found installed. A no-op handler here means that re-raise lands softly and
+    # the `finally` below still stops the instances (that is what `conveyor down` promises).
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         await controller.start()
         app = create_app(controller, project_name=project.config.project)
@@ -128,16 +132,19 @@ async def serve(config_file: Path, *, host: str = "127.0.0.1", port: int = 0, ti
         _publish(root, host, bound)
         log.info("conveyor server for %s listening on http://%s:%s", project.config.project, host, bound)
         await server.serve(sockets=[sock])
-    except asyncio.CancelledError:
-        stop_instances = True
-        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             server_file(root).unlink()
-        await controller.close(stop_instances=stop_instances)
+        await controller.close(stop_instances=True)
         store.close()
         sock.close()
         lock.release()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """See `serve`: the signal was already handled by uvicorn's graceful shutdown."""
 
 
 def run(config_file: Path, *, host: str = "127.0.0.1", port: int = 0) -> None:

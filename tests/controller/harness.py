@@ -1,0 +1,176 @@
+"""A real Conveyor stack in one event loop, for integration tests.
+
+Real store (SQLite or PostgreSQL), real artifact store and builds, real child processes (the
+example catalog service), the real built-in router and the real controller — only the
+config is written by the test, with timings short enough to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conveyor.artifacts.build import build_service
+from conveyor.artifacts.store import ArtifactStore
+from conveyor.config.loader import LoadedProject, load_project
+from conveyor.controller.controller import Controller
+from conveyor.runtime.local import LocalTarget
+from conveyor.store.records import ReleaseRecord
+from conveyor.store.repository import Store
+from conveyor.traffic.builtin import BuiltinRouter
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "shop" / "services"
+
+CONFIG = """\
+project: {project}
+rollback:
+  error_rate: 5%
+  min_requests: 20
+  window: 5s
+  max_restarts: 2
+  verification: {verification}
+services:
+  catalog:
+    path: services/catalog
+    build: {{run: "true", outputs: [app, VERSION]}}
+    run: "exec python3 app/server.py"
+    instances: {instances}
+    health:
+      readiness: {{path: /health/ready, timeout: 1s, period: 0.2s, failure_threshold: 2}}
+      liveness: {{path: /health/live, timeout: 1s, period: 1s, failure_threshold: 3}}
+    config: {{GREETING: hello}}
+    stop: {{grace_period: 5s, drain_timeout: 10s}}
+environments:
+  staging:
+    strategy: {{rolling: {{max_surge: 1, max_unavailable: 0}}}}
+    progress_deadline: {deadline}
+  production:
+    strategy: {{blue_green: {{scale_down_delay: {scale_down_delay}}}}}
+    progress_deadline: {deadline}
+  dev:
+    strategy: recreate
+    progress_deadline: {deadline}
+"""
+
+
+def write_project(
+    root: Path,
+    *,
+    instances: int = 2,
+    verification: str = "2s",
+    deadline: str = "8s",
+    scale_down_delay: str = "30s",
+    project: str = "shoptest",
+) -> Path:
+    shutil.copytree(
+        EXAMPLES / "catalog",
+        root / "services" / "catalog",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    path = root / "conveyor.yaml"
+    path.write_text(
+        CONFIG.format(
+            project=project,
+            instances=instances,
+            verification=verification,
+            deadline=deadline,
+            scale_down_delay=scale_down_delay,
+        )
+    )
+    return path
+
+
+@dataclass
+class Stack:
+    root: Path
+    project: LoadedProject
+    store: Store
+    artifacts: ArtifactStore
+    controller: Controller
+
+    def build(self, version: str = "v1") -> str:
+        (self.root / "services" / "catalog" / "VERSION").write_text(version + "\n")
+        result = build_service(
+            self.root,
+            "catalog",
+            self.project.config.service("catalog"),
+            self.store,
+            self.artifacts,
+            actor="test",
+        )
+        return result.artifact.digest
+
+    async def deploy(
+        self, env: str, artifact: str, overrides: dict[str, str] | None = None
+    ) -> ReleaseRecord:
+        return await self.controller.deploy(
+            "catalog", env, artifact, overrides=overrides, actor="test"
+        )
+
+    async def wait(self, release: ReleaseRecord, timeout: float = 60) -> ReleaseRecord:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = self.store.get_release(release.id)
+            if current.phase in ("succeeded", "rolled_back", "failed"):
+                return current
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{release.name} still {current.phase}: {current.status}")
+
+    async def wait_done(self, release: ReleaseRecord, timeout: float = 60) -> ReleaseRecord:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = self.store.get_release(release.id)
+            if current.done:
+                return current
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{release.name} not done: {current.status}")
+
+    def port(self, env: str) -> int:
+        for address in self.store.addresses():
+            if address.env == env and address.service == "catalog":
+                return address.port
+        raise AssertionError(f"no address for catalog in {env}")
+
+    def instances(self, env: str) -> list[Any]:
+        return self.controller.target.observe("catalog", env)
+
+    def kinds(self, release: ReleaseRecord) -> list[str]:
+        return [e.kind for e in self.store.events(release_id=release.id)]
+
+
+@asynccontextmanager
+async def stack(root: Path, database_url: str, **config: Any) -> AsyncIterator[Stack]:
+    config_file = write_project(root, **config)
+    project = load_project(config_file)
+    store = Store.open(database_url)
+    artifacts = ArtifactStore(root)
+    controller = Controller(
+        load_project=lambda: load_project(config_file),
+        store=store,
+        artifacts=artifacts,
+        target=LocalTarget(root / ".conveyor" / "runtime"),
+        router=BuiltinRouter(),
+        tick=0.1,
+    )
+    await controller.start()
+    try:
+        yield Stack(root, project, store, artifacts, controller)
+    finally:
+        await controller.close(stop_instances=True)
+        store.close()
+
+
+def run(coro: Any) -> Any:
+    """Tests are plain functions; each scenario runs on a fresh uvloop-free asyncio loop."""
+    return asyncio.run(coro)
+
+
+def indent(text: str) -> str:
+    return textwrap.indent(text, "    ")
