@@ -143,7 +143,7 @@ async def default_handler(
         send(200, request.body, [("X-Length", str(len(request.body))), ("X-Sha256", digest)])
     elif path == "/big":
         size = int(query.get("n", ["1048576"])[0])
-        body = bytes(i % 251 for i in range(size))
+        body = (bytes(range(251)) * (size // 251 + 1))[:size]
         send(200, body, [("X-Sha256", hashlib.sha256(body).hexdigest())])
     elif path == "/chunked":
         transport.write(_head(200, [version, ("Transfer-Encoding", "chunked")]))

@@ -511,3 +511,23 @@ def test_runs_on_the_standard_asyncio_loop_too() -> None:
         await v1.stop()
 
     asyncio.run(asyncio.wait_for(body(), 20))
+
+
+def test_slow_reader_gets_every_byte_and_is_not_timed_out() -> None:
+    async def body() -> None:
+        v1 = await TestBackend("v1").start()
+        async with routed(table(("v1", 1, [v1])), response_timeout=0.3) as (router, port):
+            conn = await RawClient.connect(port)
+            await conn.send(b"GET /big?n=16777216 HTTP/1.1\r\nHost: t\r\n\r\n")
+            await asyncio.sleep(1.0)  # buffers fill up; the router must pause, not give up
+            response = await conn.read_response()
+            assert len(response.body) == 16777216
+            assert (
+                hashlib.sha256(response.body).hexdigest() == response.headers[b"x-sha256"].decode()
+            )
+            assert (await conn.request()).status == 200
+            await conn.close()
+            assert router.counters(SERVICE, ENV)["v1"].proxy_errors == 0
+        await v1.stop()
+
+    run(body)
