@@ -10,6 +10,7 @@ one process for all paths (direct, router, HAProxy) makes their ratios comparabl
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from typing import cast
 
@@ -54,7 +55,11 @@ async def _main(specs: list[str]) -> None:
             b"X-Version: " + version.encode() + b"\r\n\r\nok\n"
         )
         await loop.create_server(
-            lambda r=response: _Handler(r), "127.0.0.1", int(port), reuse_address=True, backlog=1024
+            functools.partial(_Handler, response),
+            "127.0.0.1",
+            int(port),
+            reuse_address=True,
+            backlog=1024,
         )
     print("ready", flush=True)
     await asyncio.Event().wait()

@@ -106,6 +106,19 @@ class Round:
     cpu_us_per_request: float | None
 
 
+def _summarise(mine: list[Round]) -> Round:
+    """Medians over the rounds of one path (errors are summed: any error matters)."""
+    cpu = [r.cpu_us_per_request for r in mine if r.cpu_us_per_request is not None]
+    return Round(
+        mine[0].path,
+        statistics.median(r.requests_per_s for r in mine),
+        statistics.median(r.p50_ms for r in mine),
+        statistics.median(r.p99_ms for r in mine),
+        sum(r.errors for r in mine),
+        statistics.median(cpu) if cpu else None,
+    )
+
+
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -237,29 +250,16 @@ def main() -> None:
                     flush=True,
                 )
 
-        summary = {}
-        for label in labels:
-            mine = [r for r in rounds if r.path == label]
-            cpu = [r.cpu_us_per_request for r in mine if r.cpu_us_per_request is not None]
-            summary[label] = {
-                "requests_per_s": statistics.median(r.requests_per_s for r in mine),
-                "p50_ms": statistics.median(r.p50_ms for r in mine),
-                "p99_ms": statistics.median(r.p99_ms for r in mine),
-                "errors": sum(r.errors for r in mine),
-                "cpu_us_per_request": statistics.median(cpu) if cpu else None,
-            }
-
-        ratios = {}
+        summary = {label: _summarise([r for r in rounds if r.path == label]) for label in labels}
+        ratios: dict[str, dict[str, float]] = {}
         for split_label in ("50/50", "95/5"):
             ours, theirs = summary[f"router {split_label}"], summary[f"haproxy-1t {split_label}"]
             ratios[split_label] = {
-                "throughput_router_over_haproxy_1t": ours["requests_per_s"]
-                / theirs["requests_per_s"],
-                "p99_router_over_haproxy_1t": ours["p99_ms"] / theirs["p99_ms"],
+                "throughput_router_over_haproxy_1t": ours.requests_per_s / theirs.requests_per_s,
+                "p99_router_over_haproxy_1t": ours.p99_ms / theirs.p99_ms,
             }
         ratios["50/50"]["throughput_router_over_haproxy_mt"] = (
-            summary["router 50/50"]["requests_per_s"]
-            / summary["haproxy-mt 50/50"]["requests_per_s"]
+            summary["router 50/50"].requests_per_s / summary["haproxy-mt 50/50"].requests_per_s
         )
 
         print()
@@ -269,12 +269,11 @@ def main() -> None:
         header = ("path", "req/s", "p50 ms", "p99 ms", "errors", "CPU us/req")
         print("{:18} {:>10} {:>8} {:>8} {:>7} {:>11}".format(*header))
         for label, row in summary.items():
-            cpu_text = (
-                f"{row['cpu_us_per_request']:11.1f}" if row["cpu_us_per_request"] else " " * 11
-            )
+            cpu = row.cpu_us_per_request
+            cpu_text = f"{cpu:11.1f}" if cpu is not None else " " * 11
             print(
-                f"{label:18} {row['requests_per_s']:10.0f} {row['p50_ms']:8.3f} "
-                f"{row['p99_ms']:8.3f} {row['errors']:7d} {cpu_text}"
+                f"{label:18} {row.requests_per_s:10.0f} {row.p50_ms:8.3f} "
+                f"{row.p99_ms:8.3f} {row.errors:7d} {cpu_text}"
             )
         print()
         for split_label, values in ratios.items():
@@ -295,7 +294,7 @@ def main() -> None:
                         ).stdout.splitlines()[0],
                     },
                     "versions_seen": split,
-                    "summary": summary,
+                    "summary": {label: asdict(row) for label, row in summary.items()},
                     "ratios": ratios,
                     "rounds": [asdict(r) for r in rounds],
                 },
