@@ -6,7 +6,12 @@ It stands in for the runtime, the router and the controller loop so that whole r
 * ``StartInstances`` creates instances of a version; how they behave is the version's
   ``Fault``: ready after a few ticks, never ready, crash-looping, serving errors.
 * ``StopInstances`` removes them at once; ``SetWeights`` sets the router's weights.
-* ``CheckPreview`` answers on the next tick's observations, as the real controller does.
+* ``CheckPreview`` answers on the next tick's observations, as the real controller does. It
+  is a GET of the readiness path through the preview listener, the path an instance must
+  pass to be ready at all, so it fails only when the listener has no ready backend: an
+  "erroring" version (5xx for users, ready on its readiness path) passes it and is caught
+  by the error rate after the switch.
+* ``abort_at`` ticks run ``manual_abort`` (``conveyor rollback``) instead of ``decide``.
 * The router sends ``REQUESTS_PER_TICK`` requests per tick, split by weight among pools with
   backends; the new version's cumulative counters feed ``core.traffic.window``.
 * A *controller crash* at tick t applies that tick's action to the world but loses the status
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from conveyor.core.model import InstanceObservation, InstanceState, RouteTable, VersionCounters
-from conveyor.core.rollout import decide
+from conveyor.core.rollout import decide, manual_abort
 from conveyor.core.state import (
     Action,
     CheckPreview,
@@ -196,13 +201,10 @@ class World:
         elif isinstance(action, SetWeights):
             self.weights = dict(action.weights)
         elif isinstance(action, CheckPreview):
-            ready = [i for i in self.instances.values() if i.version == NEW and i.ready]
-            if not ready:
-                self.preview_next = PreviewCheck(False, "connection refused")
-            elif self.fault == "erroring":
-                self.preview_next = PreviewCheck(False, "500 Internal Server Error")
-            else:
+            if self.table().preview:
                 self.preview_next = PreviewCheck(True, "200 OK")
+            else:
+                self.preview_next = PreviewCheck(False, "503 Service Unavailable")
         else:
             assert isinstance(action, Wait), action
 
@@ -262,15 +264,19 @@ def simulate(
     fault: Fault,
     *,
     crashes: Iterable[int] = (),
+    abort_at: Iterable[int] = (),
     max_ticks: int = 400,
 ) -> Run:
     """Run ``decide`` until the status is done (or ``max_ticks`` pass) and record every tick."""
     world = World(spec, fault)
-    lost_at = frozenset(crashes)
+    lost_at, aborts = frozenset(crashes), frozenset(abort_at)
     status = RolloutStatus(weights=dict(world.weights))
     ticks: list[Tick] = []
     for index in range(max_ticks):
-        decision = decide(spec, status, world.observe(), world.now)
+        if index in aborts and not status.done:
+            decision = manual_abort(spec, status, world.observe(), "alice", world.now)
+        else:
+            decision = decide(spec, status, world.observe(), world.now)
         world.apply(decision.action)
         lost = index in lost_at
         if not lost:

@@ -340,11 +340,6 @@ def test_first_release_rollback_stops_new_then_fails() -> None:
     assert d2.events[0].details["reason"] == "error-rate"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a first release that fails with no new instance left to stop ends FAILED "
-    "with its old weights (all users 'on' a version that no longer runs)",
-)
 def test_a_failed_first_release_keeps_no_weights() -> None:
     rollout = spec("blue_green", first=True, desired=1)
     d = manual_abort(rollout, verifying(), observe(), "alice", T0 + 12)

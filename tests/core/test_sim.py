@@ -14,9 +14,9 @@ is killed between acting and committing, a rollout must:
 (e) recreate is exempt from (c): it has downtime by design;
 (f) blue-green: no user request reaches the new version before the switch.
 
-Known bugs are kept out of the main properties by the ``KNOWN BUG`` exemptions below, each
-narrow and each checked without exemption by a strict xfail test at the end of this module;
-when a bug is fixed, delete its exemption together with the xfail marker.
+The properties hold with no exemption. The tests at the end pin the cases that once broke
+them (a rolling stall without surge, a rollback start lost in a crash, an unverified
+blue-green candidate reaching users), so that each stays fixed.
 
 ``CORE_SIM_EXAMPLES`` raises the number of generated cases for a deeper local run.
 """
@@ -28,13 +28,32 @@ import os
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conveyor.core.state import Phase, RolloutSpec, SetWeights, StartInstances, StrategyKind
+from conveyor.core.state import (
+    CheckPreview,
+    Phase,
+    RolloutSpec,
+    SetWeights,
+    StartInstances,
+    StrategyKind,
+)
 from conveyor.core.traffic import normalized
 
-from .sim import BROKEN, FAULTS, NEW, STABLE, Fault, Run, make_spec, serves, share, simulate
+from .sim import (
+    BROKEN,
+    FAULTS,
+    NEW,
+    STABLE,
+    TRIGGERS,
+    Fault,
+    Run,
+    make_spec,
+    serves,
+    share,
+    simulate,
+)
 
 KINDS: tuple[StrategyKind, ...] = ("recreate", "rolling", "blue_green")
 MAX_TICKS = 300
@@ -66,6 +85,7 @@ class Case:
     scale_down_delay: float = 5.0
     crashes: frozenset[int] = frozenset()
     first: bool = False
+    abort_at: frozenset[int] = frozenset()
 
     def spec(self) -> RolloutSpec:
         return make_spec(
@@ -80,12 +100,18 @@ class Case:
         )
 
     def run(self) -> Run:
-        return simulate(self.spec(), self.fault, crashes=self.crashes, max_ticks=MAX_TICKS)
+        return simulate(
+            self.spec(),
+            self.fault,
+            crashes=self.crashes,
+            abort_at=self.abort_at,
+            max_ticks=MAX_TICKS,
+        )
 
     @property
     def expected_reason(self) -> str:
-        if self.fault == "erroring" and self.kind == "blue_green" and self.preview_check:
-            return "preview-failed"  # the preview catches it before users do
+        # Even a blue-green preview does not catch "erroring": it is ready on its readiness
+        # path, which is all the preview check asks for (see sim.py).
         return EXPECTED_REASON[self.fault]
 
 
@@ -111,35 +137,6 @@ def cases(draw: st.DrawFn, kind: StrategyKind, *, first: bool = False) -> Case:
     )
 
 
-# --- KNOWN BUG exemptions (each has a strict xfail test at the end) ------------------
-
-
-def stalls_without_surge(case: Case) -> bool:
-    """KNOWN BUG (rolling stall): max_surge 0 with desired 1 can never replace the last old
-    instance, so a good version is rolled back at the progress deadline."""
-    return case.kind == "rolling" and case.max_surge == 0 and case.desired == 1
-
-
-def lost_rollback_start(run: Run) -> bool:
-    """KNOWN BUG (lost evidence): when the first step of a rollback stops the new instances
-    and the controller dies before committing it, the evidence is gone: the rollout resumes
-    and starts the broken version again (then aborts for another reason, e.g. the deadline),
-    or a first release ends FAILED with its stale weights still on the new version."""
-    return any(
-        t.lost
-        and t.decided.phase is Phase.ROLLING_BACK
-        and t.status.phase is not Phase.ROLLING_BACK
-        for t in run.ticks
-    )
-
-
-def candidate_promoted(case: Case) -> bool:
-    """KNOWN BUG (promoted candidate): with no weighted version serving, route_table promotes
-    every warm version, including a first blue-green release that has not passed its preview
-    check, so users reach it (and an erroring one trips error-rate, not preview-failed)."""
-    return case.first and case.kind == "blue_green"
-
-
 # --- the checks ----------------------------------------------------------------------
 
 
@@ -148,7 +145,7 @@ def check_converges(run: Run) -> None:
     assert run.status.finished_at is not None
 
 
-def check_outcome(case: Case, run: Run, *, exempt_lost_evidence: bool = False) -> None:
+def check_outcome(case: Case, run: Run) -> None:
     status, versions = run.status, run.final_versions()
     if case.fault not in BROKEN:
         assert status.phase is Phase.SUCCEEDED, (status.message, status.abort)
@@ -158,16 +155,11 @@ def check_outcome(case: Case, run: Run, *, exempt_lost_evidence: bool = False) -
         assert all(i.ready for i in run.world.observations())
         return
     assert status.abort is not None
-    reasons = {case.expected_reason}
-    if candidate_promoted(case) and case.fault == "erroring":
-        reasons.add("error-rate")
-    if not exempt_lost_evidence:
-        assert status.abort.reason in reasons, status.abort
+    assert status.abort.reason == case.expected_reason, status.abort
     if case.first:
         assert status.phase is Phase.FAILED, status.message
         assert versions == {}
-        if not exempt_lost_evidence:
-            assert normalized(status.weights) == {}
+        assert normalized(status.weights) == {}
     else:
         assert status.phase is Phase.ROLLED_BACK, status.message
         assert versions == {STABLE: case.stable_desired}
@@ -198,11 +190,11 @@ def unverified_exposure(run: Run) -> list[int]:
 def check_all(case: Case) -> Run:
     run = case.run()
     check_converges(run)
-    check_outcome(case, run, exempt_lost_evidence=lost_rollback_start(run))
+    check_outcome(case, run)
     check_capacity(case, run)
     if case.kind != "recreate" and not case.first:
         assert outages(run) == []
-    if case.kind == "blue_green" and not candidate_promoted(case):
+    if case.kind == "blue_green":
         assert unverified_exposure(run) == []
     return run
 
@@ -220,7 +212,6 @@ def check_all(case: Case) -> Run:
 @example(Case("rolling", "crashy", 1, 5, max_surge=3, max_unavailable=3))
 @example(Case("rolling", "slow-start", 5, 1, max_surge=2, crashes=frozenset(range(0, 70, 7))))
 def test_rolling_rollouts(case: Case) -> None:
-    assume(not stalls_without_surge(case))
     check_all(case)
 
 
@@ -242,7 +233,6 @@ def test_recreate_rollouts(case: Case) -> None:
 @settings(SIM, max_examples=max(10, SIM.max_examples // 2))
 @given(st.sampled_from(KINDS).flatmap(lambda k: cases(k, first=True)))
 def test_first_releases(case: Case) -> None:
-    assume(not stalls_without_surge(case))
     check_all(case)
 
 
@@ -254,10 +244,17 @@ def test_recreate_has_downtime_by_design(desired: int) -> None:
 
 
 @pytest.mark.parametrize("stable_desired", [1, 3])
-def test_a_broken_blue_green_never_reaches_users(stable_desired: int) -> None:
+def test_an_erroring_blue_green_passes_its_preview_and_is_judged_by_users(
+    stable_desired: int,
+) -> None:
     run = Case("blue_green", "erroring", 2, stable_desired, preview_check=True).run()
-    assert run.status.abort is not None and run.status.abort.reason == "preview-failed"
-    assert run.world.requests == 0  # not one user request went to the new version
+    switch = next(t for t in run.ticks if isinstance(t.action, SetWeights))
+    assert run.ticks[switch.index - 1].action == CheckPreview()
+    assert switch.status.switched_at is not None
+    assert run.status.abort is not None and run.status.abort.reason == "error-rate"
+    assert run.status.phase is Phase.ROLLED_BACK
+    assert run.world.requests >= TRIGGERS.min_requests
+    assert unverified_exposure(run) == []
 
 
 def test_healthy_rolling_shifts_users_in_proportion_to_ready_capacity() -> None:
@@ -286,29 +283,45 @@ def test_the_sim_does_kill_the_controller() -> None:
     assert run.status.phase is Phase.SUCCEEDED
 
 
-# --- known bugs, checked without exemption -------------------------------------------
+# --- cases that once broke the properties --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: rolling with max_surge=0 and desired=1 stalls; a good version is rolled back",
-)
 @pytest.mark.parametrize("unavailable", [1, 2])
 def test_rolling_without_surge_for_one_instance_succeeds(unavailable: int) -> None:
     case = Case("rolling", "healthy", 1, 2, max_surge=0, max_unavailable=unavailable)
     check_outcome(case, case.run())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: route_table's fallback promotes a blue-green candidate that has not passed "
-    "its preview check, so a first release reaches users unverified",
-)
 @pytest.mark.parametrize("fault", ["healthy", "erroring"])
 def test_a_first_blue_green_release_reaches_users_only_after_its_preview(fault: Fault) -> None:
     case = Case("blue_green", fault, 2, 0, preview_check=True, first=True)
     run = case.run()
+    assert run.status.switched_at is not None
     assert unverified_exposure(run) == []
+
+
+UNVERIFIED_ROLLBACK_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a first blue-green release aborted before its switch (manual abort, "
+    "progress deadline, failed preview) is promoted to users for one tick: "
+    "begin_rollback commits ROLLING_BACK with a Wait before stopping the candidate, the "
+    "controller drops preview_version outside pending/progressing/verifying, and "
+    "route_table's fallback then promotes the only warm version, the unverified candidate",
+)
+
+
+@pytest.mark.parametrize(
+    "stable_desired",
+    [pytest.param(0, marks=UNVERIFIED_ROLLBACK_BUG, id="first"), pytest.param(2, id="stable")],
+)
+def test_a_blue_green_aborted_before_its_switch_never_reaches_users(stable_desired: int) -> None:
+    case = Case("blue_green", "healthy", 2, stable_desired, first=stable_desired == 0)
+    preview = next(t.index for t in case.run().ticks if t.action == CheckPreview())
+    run = dataclasses.replace(case, abort_at=frozenset({preview})).run()
+    assert run.status.abort is not None and run.status.abort.reason == "manual"
+    assert run.status.switched_at is None
+    assert unverified_exposure(run) == []
+    assert run.world.requests == 0  # not one user request went to the candidate
 
 
 def crash_at_rollback_start(case: Case) -> Case:
@@ -318,11 +331,6 @@ def crash_at_rollback_start(case: Case) -> Case:
     return dataclasses.replace(case, crashes=frozenset({start}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a rollback whose first step stops the new instances loses its abort and "
-    "evidence when the controller dies before committing; the broken version is started again",
-)
 @pytest.mark.parametrize(
     "case",
     [

@@ -167,12 +167,6 @@ def test_rolling_excess_keeps_older_ready_instances() -> None:
     assert d.action == StopInstances(("n0",), "more instances than desired")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: rolling with max_surge=0 and desired=1 can never replace the last old "
-    "instance (the 'keep one ready' guard leaves removable=0 and room=0), so a healthy "
-    "release stalls into a progress-deadline rollback",
-)
 def test_rolling_without_surge_for_a_single_instance_makes_progress() -> None:
     rollout = spec("rolling", desired=1, stable_desired=1, max_surge=0, max_unavailable=1)
     d = decide(rollout, progressing(weights={OLD: 1}), observe((), olds(True)), NOW)

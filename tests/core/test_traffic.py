@@ -148,11 +148,6 @@ def test_route_table_falls_back_to_warm_versions_when_no_weighted_one_serves(
     assert route_table(weights, instances).pools == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the no-weighted-version fallback also promotes the blue-green candidate "
-    "(preview_version), which has not passed its preview check",
-)
 def test_route_table_fallback_never_promotes_the_preview_version() -> None:
     table = route_table({}, [inst("n1")], preview_version=NEW)
     assert table.preview == (_backend("n1"),)
