@@ -72,7 +72,13 @@ class ConfigError(ConveyorError):
         return {
             **super().to_dict(),
             "problems": [
-                {"file": p.file, "line": p.line, "field": p.field, "message": p.message, "hint": p.hint}
+                {
+                    "file": p.file,
+                    "line": p.line,
+                    "field": p.field,
+                    "message": p.message,
+                    "hint": p.hint,
+                }
                 for p in self.problems
             ],
         }

@@ -33,13 +33,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from conveyor.core import rollout
 from conveyor.core.model import InstanceObservation, InstanceState, RouteTable, VersionCounters
 from conveyor.core.rollout import decide, manual_abort
 from conveyor.core.state import (
     Action,
     CheckPreview,
     Observations,
-    Phase,
     PreviewCheck,
     RolloutSpec,
     RolloutStatus,
@@ -300,13 +300,7 @@ def simulate(
 
 def preview_version(spec: RolloutSpec, status: RolloutStatus) -> str | None:
     """The version served on the preview listener, as the controller chooses it."""
-    if spec.strategy.kind == "blue_green" and status.phase in (
-        Phase.PENDING,
-        Phase.PROGRESSING,
-        Phase.VERIFYING,
-    ):
-        return spec.version
-    return None
+    return rollout.preview_version(spec, status)
 
 
 def serves(table: RouteTable) -> bool:

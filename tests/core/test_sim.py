@@ -300,19 +300,9 @@ def test_a_first_blue_green_release_reaches_users_only_after_its_preview(fault: 
     assert unverified_exposure(run) == []
 
 
-UNVERIFIED_ROLLBACK_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a first blue-green release aborted before its switch (manual abort, "
-    "progress deadline, failed preview) is promoted to users for one tick: "
-    "begin_rollback commits ROLLING_BACK with a Wait before stopping the candidate, the "
-    "controller drops preview_version outside pending/progressing/verifying, and "
-    "route_table's fallback then promotes the only warm version, the unverified candidate",
-)
-
-
 @pytest.mark.parametrize(
     "stable_desired",
-    [pytest.param(0, marks=UNVERIFIED_ROLLBACK_BUG, id="first"), pytest.param(2, id="stable")],
+    [pytest.param(0, id="first"), pytest.param(2, id="stable")],
 )
 def test_a_blue_green_aborted_before_its_switch_never_reaches_users(stable_desired: int) -> None:
     case = Case("blue_green", "healthy", 2, stable_desired, first=stable_desired == 0)

@@ -16,9 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.controller.harness import write_project
-
 from conveyor.cli.demo import LoadThread
+from tests.controller.harness import write_project
 
 from .server_process import ServerProcess, build, project_processes
 
@@ -55,7 +54,9 @@ def _wait_final(server: ServerProcess, release_id: int, timeout: float = 60) -> 
         ):
             return release
         time.sleep(0.1)
-    raise AssertionError(f"release {release_id} did not finish: {release['phase']} {release['status']}")
+    raise AssertionError(
+        f"release {release_id} did not finish: {release['phase']} {release['status']}"
+    )
 
 
 def _port(server: ServerProcess, env: str) -> int:
@@ -63,13 +64,18 @@ def _port(server: ServerProcess, env: str) -> int:
     return int(row["address"].rsplit(":", 1)[1])
 
 
-@pytest.mark.parametrize(("env", "kill_after", "fault", "expected"), CASES,
-                         ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize(
+    ("env", "kill_after", "fault", "expected"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES]
+)
 def test_sigkill_mid_rollout_converges(
     tmp_path: Path, env: str, kill_after: str, fault: dict | None, expected: str
 ) -> None:
     write_project(
-        tmp_path, instances=2, verification="5s", deadline="10s", scale_down_delay="1s",
+        tmp_path,
+        instances=2,
+        verification="5s",
+        deadline="10s",
+        scale_down_delay="1s",
         project="crashtest",
     )
     server = ServerProcess(tmp_path)
@@ -110,7 +116,9 @@ def test_sigkill_mid_rollout_converges(
                 break
             time.sleep(0.1)
         else:
-            raise AssertionError(f"did not converge: {instances} procs={project_processes('shoptest')}")
+            raise AssertionError(
+                f"did not converge: {instances} procs={project_processes('shoptest')}"
+            )
         answer = httpx.get(rows[0]["address"] + "/", timeout=5)
         assert answer.status_code == 200
         assert answer.headers["x-conveyor-revision"] == str(want_revision)

@@ -81,7 +81,11 @@ def _error(response: httpx.Response) -> errors.ConveyorError:
         return errors.ConfigError(
             [
                 errors.ConfigProblem(
-                    file=p["file"], line=p["line"], field=p["field"], message=p["message"], hint=p["hint"]
+                    file=p["file"],
+                    line=p["line"],
+                    field=p["field"],
+                    message=p["message"],
+                    hint=p["hint"],
                 )
                 for p in body["problems"]
             ]

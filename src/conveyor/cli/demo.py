@@ -29,7 +29,7 @@ from conveyor.config.loader import load_project
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.load.generator import LoadGenerator, LoadReport
 
-SERVICES = ("catalog", "pricing")
+SERVICES = ("pricing", "catalog")  # pricing first: catalog's deep readiness needs it
 
 
 def examples_dir() -> Path:
@@ -98,7 +98,9 @@ class Demo:
     # --- setup ------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        shutil.copytree(examples_dir(), self.root, ignore=shutil.ignore_patterns(".conveyor", "__pycache__"))
+        shutil.copytree(
+            examples_dir(), self.root, ignore=shutil.ignore_patterns(".conveyor", "__pycache__")
+        )
         self._git("init", "-q", "-b", "main")
         self._commit("v1: first release of the shop")
 
@@ -149,13 +151,20 @@ class Demo:
         store = Store.open(default_url(self.root))
         try:
             result = build_service(
-                self.root, service, project.config.service(service), store, ArtifactStore(self.root), actor=actor()
+                self.root,
+                service,
+                project.config.service(service),
+                store,
+                ArtifactStore(self.root),
+                actor=actor(),
             )
         finally:
             store.close()
         return result.artifact.digest
 
-    def release(self, service: str, env: str, artifact: str, overrides: dict[str, str] | None = None) -> dict[str, Any]:
+    def release(
+        self, service: str, env: str, artifact: str, overrides: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         assert self.client is not None
         created = self.client.post(
             "/api/v1/releases",
@@ -181,7 +190,9 @@ class Demo:
         raise NotFound(f"{service} has no address in {env}")
 
     @contextlib.contextmanager
-    def step(self, name: str, *, load_on: str | None = None, expected_failures: bool = False) -> Iterator[Step]:
+    def step(
+        self, name: str, *, load_on: str | None = None, expected_failures: bool = False
+    ) -> Iterator[Step]:
         step = Step(name, expected_failures=expected_failures)
         self.say(f"[bold]▶ {name}[/]")
         before = self.loads[load_on].snapshot() if load_on else None
@@ -208,11 +219,11 @@ class Demo:
     def run(self) -> None:
         self.prepare()
         self.start_server()
-        with self.step("build v1 of catalog and pricing (once, content-addressed)") as s:
+        with self.step("build v1 of both services, once") as s:
             v1 = {svc: self.build(svc) for svc in SERVICES}
             s.outcome = ", ".join(f"{svc} {render.short_digest(d)}" for svc, d in v1.items())
         for env in ("dev", "staging", "production"):
-            with self.step(f"deploy v1 to {env} (same bytes)") as s:
+            with self.step(f"deploy v1 to {env}, same bytes") as s:
                 phases = [self.release(svc, env, v1[svc])["phase"] for svc in SERVICES]
                 s.outcome = ", ".join(f"{svc} {p}" for svc, p in zip(SERVICES, phases, strict=True))
         for env in ("staging", "production"):
@@ -222,40 +233,57 @@ class Demo:
         with self.step("build v2") as s:
             v2 = {svc: self.build(svc) for svc in SERVICES}
             s.outcome = ", ".join(f"{svc} {render.short_digest(d)}" for svc, d in v2.items())
-        with self.step("ship v2 of catalog to staging: rolling, under load", load_on="staging") as s:
+        with self.step("catalog v2 to staging: rolling", load_on="staging") as s:
             s.outcome = self._outcome(self.release("catalog", "staging", v2["catalog"]))
-        with self.step("ship v2 of catalog to production: blue-green, under load", load_on="production") as s:
+        with self.step("catalog v2 to production: blue-green", load_on="production") as s:
             s.outcome = self._outcome(self.release("catalog", "production", v2["catalog"]))
         self.bump("v3")
         v3 = self.build("catalog")
-        with self.step(
-            "ship broken v3 to production (30% of requests fail): blue-green",
-            load_on="production",
-            expected_failures=True,
-        ) as s:
-            s.outcome = self._outcome(
-                self.release("catalog", "production", v3, {"FAULT_ERROR_RATE": "0.3"})
-            )
-        with self.step(
-            "ship broken v3 to staging (crashes 2s after start): rolling",
-            load_on="staging",
-            expected_failures=True,
-        ) as s:
-            s.outcome = self._outcome(
-                self.release("catalog", "staging", v3, {"FAULT_CRASH_AFTER": "2"})
-            )
+        for env, fault, title in (
+            ("production", {"FAULT_ERROR_RATE": "0.3"}, "30% errors, blue-green"),
+            ("staging", {"FAULT_CRASH_AFTER": "2"}, "crashes after 2s, rolling"),
+        ):
+            with self.step(
+                f"broken v3 to {env}: {title}", load_on=env, expected_failures=True
+            ) as s:
+                started = time.time()
+                release = self.release("catalog", env, v3, fault)
+                s.outcome = self._outcome(release) + self._time_to_safety(release, env, started)
         with self.step("what runs where") as s:
             assert self.client is not None
             rows = self.client.get("/api/v1/status")["services"]
-            s.outcome = "; ".join(f"{r['service']}/{r['env']} r{r['revision']}" for r in rows)
+            s.outcome = ", ".join(f"{r['service']}/{r['env']} r{r['revision']}" for r in rows)
             if not self.quiet:
-                render.console.print(render.status_table(rows))
+                render.console.print(
+                    render.status_table(rows), width=max(render.console.width, 140)
+                )
+
+    def _time_to_safety(self, release: dict[str, Any], env: str, since: float) -> str:
+        """From the first request users saw fail to all traffic back on the old version."""
+        assert self.client is not None
+        events = self.client.get("/api/v1/events", release=release["id"])["events"]
+        restored = [
+            e["at"]
+            for e in events
+            if e["kind"] == "traffic.switched" and e["details"].get("rollback")
+        ]
+        failures = [t for t in self.loads[env].snapshot().failures_at if t >= since]
+        if not restored:
+            return "; users never left the old version"
+        if not failures:
+            return "; no user saw an error"
+        seconds = restored[0] - failures[0]
+        return f"; first user error -> all traffic on the old version: {seconds:.1f}s"
 
     def _outcome(self, release: dict[str, Any]) -> str:
-        abort = (release.get("status") or {}).get("abort")
-        text = f"{release['name']} {release['phase']}"
+        status = release.get("status") or {}
+        abort = status.get("abort")
+        took = (status.get("finished_at") or 0) - (status.get("started_at") or 0)
+        text = f"r{release['revision']} {release['phase']}"
         if abort:
-            text += f" automatically — {abort['reason']}: {abort['message']}"
+            text += f" on its own ({abort['reason']}: {abort['message']})"
+        elif took > 0:
+            text += f" in {took:.1f}s"
         return text
 
 
@@ -287,12 +315,13 @@ def _print_report(steps: list[Step], seconds: float) -> None:
     from rich.table import Table
 
     table = Table(title=f"demo report ({seconds:.0f}s)", title_justify="left")
-    for column in ("step", "what happened", "took", "failed requests"):
-        table.add_column(column)
+    table.add_column("step", max_width=34)
+    table.add_column("what happened", max_width=70)
+    table.add_column("took", justify="right")
+    table.add_column("failed requests", max_width=22)
     for s in steps:
         failed = "-" if not s.requests else f"{s.failed} of {s.requests}"
         if s.expected_failures and s.requests:
-            failed += " (blast radius before rollback)"
+            failed += " (blast radius)"
         table.add_row(s.name, s.outcome, f"{s.seconds:.1f}s", failed)
-    render.console.print(table)
-
+    render.console.print(table, width=max(render.console.width, 140))

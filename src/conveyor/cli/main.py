@@ -39,7 +39,11 @@ class Context:
             path = self.file if self.file.is_absolute() else self.directory / self.file
             if not path.exists():
                 raise errors.ConfigError(
-                    [errors.ConfigProblem(str(path), None, "(file)", "no such file", "check --file")]
+                    [
+                        errors.ConfigProblem(
+                            str(path), None, "(file)", "no such file", "check --file"
+                        )
+                    ]
                 )
             return path
         return find_config(self.directory)
@@ -84,7 +88,9 @@ def handles_errors(fn: F) -> F:
     default=".",
     help="Project directory (where conveyor.yaml is).",
 )
-@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), help="Config file.")
+@click.option(
+    "--file", "file", type=click.Path(dir_okay=False, path_type=Path), help="Config file."
+)
 @click.version_option(package_name="conveyor")
 @click.pass_context
 def cli(ctx: click.Context, directory: Path, file: Path | None) -> None:
@@ -166,7 +172,8 @@ def _build(ctx: Context, service: str, *, quiet: bool) -> Any:
         dirty = " (dirty tree)" if a.dirty else ""
         render.console.print(
             f"[green]built[/] {service} {a.digest} ({state}) in {result.duration:.1f}s\n"
-            f"  commit {a.commit or '-'} on {a.branch or '-'}{dirty}, {a.files} files, {a.size} bytes"
+            f"  commit {a.commit or '-'} on {a.branch or '-'}{dirty}, "
+            f"{a.files} files, {a.size} bytes"
         )
     return result
 
@@ -280,7 +287,9 @@ def down(ctx: Context, as_json: bool) -> None:
 @click.option("--env", "env", required=True, help="Environment to deploy to.")
 @click.option("--artifact", help="Artifact digest (or a unique prefix) to deploy.")
 @click.option("--build", "do_build", is_flag=True, help="Build SERVICE first and deploy that.")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Config for this release only.")
+@click.option(
+    "--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Config for this release only."
+)
 @click.option("--wait", is_flag=True, help="Follow the rollout; exit non-zero if it rolls back.")
 @json_option
 @pass_ctx
@@ -333,7 +342,7 @@ def _latest_artifact(ctx: Context, service: str) -> str:
     if not found:
         raise errors.NotFound(
             f"{service} has no artifact yet",
-            hint=f"build one: `conveyor deploy {service} --env ENV --build`, or `conveyor build {service}`",
+            hint=f"build one: `conveyor build {service}`, or deploy with --build",
         )
     return found[0].digest
 
@@ -346,7 +355,9 @@ def _latest_artifact(ctx: Context, service: str) -> str:
 @json_option
 @pass_ctx
 @handles_errors
-def rollback(ctx: Context, service: str, env: str, to: int | None, wait: bool, as_json: bool) -> None:
+def rollback(
+    ctx: Context, service: str, env: str, to: int | None, wait: bool, as_json: bool
+) -> None:
     """Abort the rollout in progress, or redeploy an earlier release (never rebuilds)."""
     client = ctx.client()
     release = client.post("/api/v1/rollback", {"service": service, "env": env, "to": to})
@@ -369,13 +380,17 @@ def _report_release(
     final = follow(client, release, quiet=as_json)
     if as_json:
         render.emit_json(final)
-    target_phase = "rolled_back" if rollback and release.get("phase") == "rolling_back" else "succeeded"
+    target_phase = (
+        "rolled_back" if rollback and release.get("phase") == "rolling_back" else "succeeded"
+    )
     if final["phase"] == target_phase:
         return
     sys.exit(EXIT_ROLLED_BACK if final["phase"] == "rolled_back" else EXIT_FAILED)
 
 
-def follow(client: ApiClient, release: dict[str, Any], *, quiet: bool, timeout: float = 3600) -> dict[str, Any]:
+def follow(
+    client: ApiClient, release: dict[str, Any], *, quiet: bool, timeout: float = 3600
+) -> dict[str, Any]:
     """Print the release's ledger events as they happen until its rollout is over."""
     after = 0
     start = release["created_at"]
@@ -423,7 +438,9 @@ def status(ctx: Context, env: str | None, as_json: bool) -> None:
 @handles_errors
 def history(ctx: Context, service: str, env: str, limit: int, as_json: bool) -> None:
     """The releases of SERVICE in ENV, newest first, with why each ended as it did."""
-    releases = ctx.client().get("/api/v1/history", service=service, env=env, limit=limit)["releases"]
+    releases = ctx.client().get("/api/v1/history", service=service, env=env, limit=limit)[
+        "releases"
+    ]
     if as_json:
         render.emit_json(releases)
     elif not releases:
@@ -441,7 +458,12 @@ def history(ctx: Context, service: str, env: str, limit: int, as_json: bool) -> 
 @pass_ctx
 @handles_errors
 def events(
-    ctx: Context, service: str | None, env: str | None, release_id: int | None, limit: int, as_json: bool
+    ctx: Context,
+    service: str | None,
+    env: str | None,
+    release_id: int | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """The ledger: every transition with its actor, time and details."""
     rows = ctx.client().get(

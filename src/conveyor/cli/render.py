@@ -54,7 +54,17 @@ def short_digest(digest: str | None) -> str:
 
 def status_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(title="what runs where", title_justify="left", expand=False)
-    for column in ("service", "env", "rev", "version", "artifact", "config", "ready", "rollout", "address"):
+    for column in (
+        "service",
+        "env",
+        "rev",
+        "version",
+        "artifact",
+        "config",
+        "ready",
+        "rollout",
+        "address",
+    ):
         table.add_column(column, no_wrap=column != "rollout")
     for row in rows:
         rollout = phase(row["phase"])
@@ -101,20 +111,29 @@ def history_table(releases: Sequence[Mapping[str, Any]]) -> Table:
 
 def event_line(event: Mapping[str, Any], start: float | None = None) -> str:
     at = event["at"]
-    stamp = f"+{at - start:6.2f}s" if start is not None else time.strftime("%H:%M:%S", time.localtime(at))
+    stamp = (
+        f"+{at - start:6.2f}s"
+        if start is not None
+        else time.strftime("%H:%M:%S", time.localtime(at))
+    )
     return f"[dim]{stamp}[/] [bold]{event['kind']}[/] {summarize(event['kind'], event['details'])}"
 
 
 def summarize(kind: str, details: Mapping[str, Any]) -> str:
     """One readable line per ledger event; the full details stay in `--json`."""
     if kind == "release.created":
-        return f"artifact {short_digest(details.get('artifact'))} config {details.get('config_version')} ({details.get('reason')})"
+        artifact = short_digest(details.get("artifact"))
+        return (
+            f"artifact {artifact} config {details.get('config_version')} ({details.get('reason')})"
+        )
     if kind in ("instances.started", "instances.stopped", "instance.ready"):
         ids = details.get("instances") or []
         extra = f" ({details['why']})" if details.get("why") else ""
         return f"{len(ids) if ids else details.get('count', '')} instance(s){extra}"
     if kind in ("traffic.switched", "traffic.shifted"):
-        return f"weights {details.get('weights')}" + (" [yellow](rollback)[/]" if details.get("rollback") else "")
+        return f"weights {details.get('weights')}" + (
+            " [yellow](rollback)[/]" if details.get("rollback") else ""
+        )
     if kind == "verification.failed":
         return f"[red]{details.get('reason')}[/]: {details.get('message')}"
     if kind in ("release.rolled_back", "release.failed", "release.succeeded"):

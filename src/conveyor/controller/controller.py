@@ -17,15 +17,14 @@ from typing import Any
 
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.config.loader import LoadedProject
+from conveyor.controller.driver import Driver
+from conveyor.controller.releases import Releases
 from conveyor.core.state import Phase, RolloutStatus
 from conveyor.errors import NotFound
 from conveyor.runtime.base import Target
 from conveyor.store.records import AddressRecord, NewEvent, ReleaseRecord
 from conveyor.store.repository import Store
 from conveyor.traffic.base import TrafficRouter
-
-from conveyor.controller.driver import Driver
-from conveyor.controller.releases import Releases
 
 
 def free_port(host: str = "127.0.0.1") -> int:

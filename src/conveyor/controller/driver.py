@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from conveyor.artifacts.store import ArtifactStore
+from conveyor.controller import specs
 from conveyor.core import rollout
 from conveyor.core.model import InstanceObservation, RouteTable, VersionCounters
 from conveyor.core.state import (
@@ -44,8 +45,6 @@ from conveyor.runtime.base import Target
 from conveyor.store.records import AddressRecord, NewEvent, ReleaseRecord
 from conveyor.store.repository import Store
 from conveyor.traffic.base import TrafficRouter
-
-from conveyor.controller import specs
 
 log = logging.getLogger("conveyor.controller")
 
@@ -195,20 +194,12 @@ class Driver:
     # --- acting -----------------------------------------------------------------------
 
     def _sync_routes(self, release: ReleaseRecord, instances: list[InstanceObservation]) -> None:
-        status = release.status
-        preview_version = None
-        spec = release.spec["rollout"]
-        if spec["strategy"]["kind"] == "blue_green" and release.phase in (
-            "pending",
-            "progressing",
-            "verifying",
-        ):
-            preview_version = release.template
+        status = RolloutStatus.from_json(release.status)
         table = route_table(
-            status.get("weights", {}),
+            status.weights,
             instances,
             draining=frozenset(self.draining),
-            preview_version=preview_version,
+            preview_version=rollout.preview_version(self._spec(release), status),
         )
         if table != self._table:
             self.router.apply(self.service, self.env, table)

@@ -14,14 +14,13 @@ from typing import Any
 
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.config.loader import LoadedProject
+from conveyor.controller import specs
 from conveyor.core.admission import Candidate, Current, admit
 from conveyor.core.release import config_version, merge_config, template_key
 from conveyor.core.state import RolloutStatus
 from conveyor.errors import NotFound
 from conveyor.store.records import NewEvent, NewRelease, ReleaseRecord
 from conveyor.store.repository import Store
-
-from conveyor.controller import specs
 
 
 @dataclass
@@ -82,7 +81,7 @@ class Releases:
             stable=stable,
         )
         strategy = project.config.environment(env).strategy.model_dump(mode="json")
-        created = self.store.create_release(
+        return self.store.create_release(
             NewRelease(
                 service=service,
                 env=env,
@@ -123,7 +122,6 @@ class Releases:
                 )
             ],
         )
-        return created
 
     def rollback_target(self, service: str, env: str, to: int | None) -> ReleaseRecord:
         """The release a manual rollback returns to: `--to N`, or the one before the current."""

@@ -14,7 +14,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 
-
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

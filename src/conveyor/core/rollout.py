@@ -366,3 +366,17 @@ def _traffic_evidence(obs: Observations) -> dict[str, object] | None:
         "errors": obs.traffic.errors,
         "window_seconds": round(obs.traffic.seconds, 3),
     }
+
+
+def preview_version(spec: RolloutSpec, status: RolloutStatus) -> str | None:
+    """The blue-green candidate until users are switched to it.
+
+    It is served on the preview listener and never promoted by ``route_table``'s fallback,
+    including on the rollback tick that precedes stopping it: an unverified version must not
+    reach users because a rollout was aborted before its switch.
+    """
+    if spec.strategy.kind != "blue_green" or status.done:
+        return None
+    if status.switched_at is None or status.phase is not Phase.ROLLING_BACK:
+        return spec.version
+    return None

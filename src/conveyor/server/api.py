@@ -35,7 +35,9 @@ def event_json(event: EventRecord) -> dict[str, Any]:
     return dataclasses.asdict(event)
 
 
-def create_app(controller: Controller, *, project_name: str, metrics_extra: Callable[[], str] | None = None) -> Starlette:
+def create_app(
+    controller: Controller, *, project_name: str, metrics_extra: Callable[[], str] | None = None
+) -> Starlette:
     store = controller.store
 
     async def health(request: Request) -> Response:
@@ -64,7 +66,9 @@ def create_app(controller: Controller, *, project_name: str, metrics_extra: Call
         service = _query(request, "service")
         env = _query(request, "env")
         limit = int(request.query_params.get("limit", "50"))
-        return JSONResponse({"releases": [release_json(r) for r in store.releases(service, env, limit)]})
+        return JSONResponse(
+            {"releases": [release_json(r) for r in store.releases(service, env, limit)]}
+        )
 
     async def rollback(request: Request) -> Response:
         body = await _json(request)

@@ -48,7 +48,18 @@ def up(root: Path, config_file: Path, *, port: int = 0, timeout: float = 30.0) -
     log_path = state_dir(root) / "server.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "server", "-C", str(root), "--file", str(config_file), "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "conveyor",
+                "-C",
+                str(root),
+                "--file",
+                str(config_file),
+                "server",
+                "--port",
+                str(port),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -99,7 +99,9 @@ def _publish(root: Path, host: str, port: int) -> None:
     tmp.replace(path)
 
 
-async def serve(config_file: Path, *, host: str = "127.0.0.1", port: int = 0, tick: float = 0.2) -> None:
+async def serve(
+    config_file: Path, *, host: str = "127.0.0.1", port: int = 0, tick: float = 0.2
+) -> None:
     project = load_project(config_file)
     root = project.root
     lock = ServerLock(root)
@@ -130,7 +132,9 @@ async def serve(config_file: Path, *, host: str = "127.0.0.1", port: int = 0, ti
             uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         )
         _publish(root, host, bound)
-        log.info("conveyor server for %s listening on http://%s:%s", project.config.project, host, bound)
+        log.info(
+            "conveyor server for %s listening on http://%s:%s", project.config.project, host, bound
+        )
         await server.serve(sockets=[sock])
     finally:
         with contextlib.suppress(FileNotFoundError):
