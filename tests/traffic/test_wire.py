@@ -7,8 +7,7 @@ from typing import Any
 import httptools
 import pytest
 
-from conveyor.traffic.builtin.proxy import canned_response, rebuild_request
-from conveyor.traffic.builtin.upstream import eof_delimited_status
+from conveyor.traffic.builtin.wire import canned_response, eof_delimited_status, rebuild_request
 
 
 class _Parsed:

@@ -10,7 +10,7 @@ Shape of the hot path, and why:
   of a single request, the bytes read since the previous boundary *are* the request. Only a
   client that pipelines (two requests in one read, or one starting in the middle of a read)
   needs the bytes split, and httptools reports no offsets; such a connection switches for
-  good to a ``_Collector`` that parses everything and re-serialises each request
+  good to a ``Collector`` that parses everything and re-serialises each request
   (same method, target, version and headers; a chunked body is re-sent as one chunk).
 * Requests are answered strictly in order, one exchange at a time, so pipelined responses
   can never overtake each other.
@@ -38,136 +38,9 @@ from conveyor.traffic.builtin.metrics import VersionStats
 from conveyor.traffic.builtin.outbox import Corked, Outbox
 from conveyor.traffic.builtin.table import CompiledPool, TableSlot
 from conveyor.traffic.builtin.upstream import BackendState, UpstreamConnection, open_connection
+from conveyor.traffic.builtin.wire import CONTINUE, Collector, Request, canned_response
 
 MAX_RETRIES = 2
-RETRY_SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-_REASONS = {
-    400: "Bad Request",
-    413: "Content Too Large",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
-def canned_response(status: int, detail: str, keep_alive: bool, head: bool) -> bytes:
-    """A small plain-text answer the router writes itself (errors only)."""
-    body = (detail + "\n").encode()
-    connection = b"keep-alive" if keep_alive else b"close"
-    head_block = (
-        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: %d\r\nConnection: %s\r\n\r\n"
-        % (status, _REASONS.get(status, "Error").encode(), len(body), connection)
-    )
-    return head_block if head else head_block + body
-
-
-def rebuild_request(
-    method: bytes,
-    target: bytes,
-    version: str,
-    headers: list[tuple[bytes, bytes]],
-    body: list[bytes],
-) -> bytes:
-    """Serialise a parsed request again; headers keep their order, case and values."""
-    chunked = any(
-        name.lower() == b"transfer-encoding" and b"chunked" in value.lower()
-        for name, value in headers
-    )
-    parts = [b"%s %s HTTP/%s\r\n" % (method, target, version.encode())]
-    parts.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
-    parts.append(b"\r\n")
-    payload = b"".join(body)
-    if chunked:
-        if payload:
-            parts.append(b"%x\r\n%s\r\n" % (len(payload), payload))
-        parts.append(b"0\r\n\r\n")  # trailers are not forwarded
-    else:
-        parts.append(payload)
-    return b"".join(parts)
-
-
-class Request:
-    """One complete client request, ready to be written to any backend."""
-
-    __slots__ = ("detail", "error", "head", "keep_alive", "raw", "retry_safe")
-
-    def __init__(self, method: bytes, keep_alive: bool, raw: bytes = b"") -> None:
-        self.raw = raw
-        self.keep_alive = keep_alive
-        self.head = method == b"HEAD"
-        self.retry_safe = method in RETRY_SAFE_METHODS
-        self.error = 0
-        self.detail = ""
-
-    @classmethod
-    def failure(cls, status: int, detail: str) -> Request:
-        """A placeholder that answers ``status`` in its turn and then closes the connection."""
-        request = cls(b"", False)
-        request.error = status
-        request.detail = detail
-        return request
-
-
-class _Collector:
-    """Full-callback request parsing for connections whose reads do not align with requests."""
-
-    __slots__ = ("body", "done", "headers", "in_headers", "in_message", "parser", "target")
-
-    def __init__(self) -> None:
-        self.parser: Any = HttpRequestParser(self)
-        self.done: list[Request] = []
-        self.target = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.in_headers = True
-        self.in_message = False
-
-    def on_message_begin(self) -> None:
-        self.target = b""
-        self.headers = []
-        self.body = []
-        self.in_headers = True
-        self.in_message = True
-
-    def on_url(self, url: bytes) -> None:
-        self.target += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.in_headers:  # later calls are chunked-body trailers
-            self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.in_headers = False
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        parser = self.parser
-        method = parser.get_method()
-        raw = rebuild_request(
-            method, self.target, parser.get_http_version(), self.headers, self.body
-        )
-        self.done.append(Request(method, parser.should_keep_alive(), raw))
-        self.in_message = False
-
-    def feed(self, data: bytes) -> tuple[list[Request], Request | None]:
-        """Requests completed by ``data``, and a failure to answer after them, if any."""
-        failure = None
-        try:
-            self.parser.feed_data(data)
-        except HttpParserUpgrade:
-            if self.done:
-                self.done.pop()  # the upgrade request itself
-            failure = Request.failure(501, "protocol upgrades are not supported by this router")
-        except HttpParserError as exc:
-            failure = Request.failure(400, f"malformed request: {exc}")
-        done, self.done = self.done, []
-        return done, failure
 
 
 class ProxyShared:
@@ -241,7 +114,7 @@ class ClientConnection(asyncio.Protocol):
         self._slot = slot
         self._shared = shared
         self._parser: Any = HttpRequestParser(self)
-        self._collector: _Collector | None = None
+        self._collector: Collector | None = None
         self._span: list[bytes] = []
         self._span_size = 0
         self._in_message = False
@@ -363,10 +236,10 @@ class ClientConnection(asyncio.Protocol):
         raw = b"".join(self._span)
         self._span.clear()
         self._done.clear()
-        collector = self._collector = _Collector()
+        collector = self._collector = Collector()
         self._feed_collector(collector, raw)
 
-    def _feed_collector(self, collector: _Collector, data: bytes) -> None:
+    def _feed_collector(self, collector: Collector, data: bytes) -> None:
         requests, failure = collector.feed(data)
         if requests:
             self._span_size = 0

@@ -22,8 +22,7 @@ from typing import Any, Protocol, cast
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from conveyor.traffic.builtin.outbox import Corked, Outbox
-
-_NO_BODY_STATUSES = frozenset({204, 304})
+from conveyor.traffic.builtin.wire import eof_delimited_status
 
 
 class ExchangeOwner(Protocol):
@@ -137,30 +136,6 @@ class _HeadWatcher:
         else:
             keep_alive = b"close" not in tokens
         conn.finish(status, keep_alive)
-
-
-def eof_delimited_status(head: bytes) -> int | None:
-    """The status of a response whose body ends at connection close, else ``None``.
-
-    httptools cannot be told "the connection closed", so when an instance closes a connection
-    in the middle of a response this decides whether that close was the end of a response
-    without Content-Length or chunked framing (complete) or a truncation (an error).
-    """
-    end = head.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    lines = head[:end].split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        return None
-    status = int(parts[1])
-    if status < 200 or status in _NO_BODY_STATUSES:
-        return None
-    for line in lines[1:]:
-        name = line.partition(b":")[0].strip().lower()
-        if name in (b"content-length", b"transfer-encoding"):
-            return None
-    return status
 
 
 class UpstreamConnection(asyncio.Protocol):
