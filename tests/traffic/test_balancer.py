@@ -38,12 +38,13 @@ def _pool(version: str, weight: int, backends: int) -> Pool:
         ([_pool("a", 80, 2), _pool("b", 20, 1)], WeightPlan((0, 1), (80, 100))),
         # a pool without backends is skipped: its share goes to the others
         ([_pool("a", 80, 0), _pool("b", 20, 1)], WeightPlan((1,), (20,))),
-        # weight 0 gets nothing, even as the only pool with backends
-        ([_pool("a", 0, 3), _pool("b", 100, 0)], WeightPlan()),
-        ([_pool("a", 0, 3), _pool("b", 5, 1)], WeightPlan((1,), (5,))),
-        ([_pool("a", 0, 1), _pool("b", 0, 1)], WeightPlan()),
-        ([_pool("a", -5, 1), _pool("b", 1, 1)], WeightPlan((1,), (1,))),
-        ([_pool("a", 1, 1), _pool("b", 0, 1), _pool("c", 3, 1)], WeightPlan((0, 2), (1, 4))),
+        # weight 0 gets no new request, even as the only pool with backends: it is reserve
+        ([_pool("a", 0, 3), _pool("b", 100, 0)], WeightPlan((), (), (0,))),
+        ([_pool("a", 0, 3), _pool("b", 5, 1)], WeightPlan((1,), (5,), (0,))),
+        ([_pool("a", 0, 1), _pool("b", 0, 1)], WeightPlan((), (), (0, 1))),
+        ([_pool("a", -5, 1), _pool("b", 1, 1)], WeightPlan((1,), (1,), (0,))),
+        ([_pool("a", 0, 0), _pool("b", 1, 1)], WeightPlan((1,), (1,))),
+        ([_pool("a", 1, 1), _pool("b", 0, 1), _pool("c", 3, 1)], WeightPlan((0, 2), (1, 4), (1,))),
     ],
 )
 def test_weight_plan_eligibility(pools: list[Pool], expected: WeightPlan) -> None:
@@ -156,9 +157,15 @@ def test_compiled_table_without_eligible_pool_chooses_nothing() -> None:
     assert only is not None and only.version == "v2"
 
 
-def test_compiled_table_retry_skips_zero_weight_pools() -> None:
-    table = _compiled([_pool("v1", 100, 1), _pool("old", 0, 2)])
-    pool = table.choose()
-    assert pool is not None
-    failed = pool.next_backend()
-    assert table.retry("v1", [failed]) is None
+def test_compiled_table_retries_on_the_reserve_only_as_a_last_resort() -> None:
+    table = _compiled([_pool("old", 0, 1), _pool("v1", 10, 2), _pool("v2", 10, 1)])
+    v1 = next(p for p in table.pools if p.version == "v1")
+    tried = [v1.next_backend()]
+    order = []
+    while (found := table.retry("v1", tried)) is not None:
+        order.append(found[1].instance_id)
+        tried.append(found[1])
+    assert order == ["v1-1", "v2-0", "old-0"]
+    for _ in range(1000):  # and the reserve never gets a new request
+        chosen = table.choose()
+        assert chosen is not None and chosen.version != "old"

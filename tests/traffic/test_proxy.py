@@ -531,3 +531,22 @@ def test_slow_reader_gets_every_byte_and_is_not_timed_out() -> None:
         await v1.stop()
 
     run(body)
+
+
+def test_warm_zero_weight_version_catches_retries_when_the_new_one_is_down() -> None:
+    async def body() -> None:
+        old = await TestBackend("v1").start()
+        new = await TestBackend("v2").start()
+        await new.stop()  # crashed right after the switch: connections are refused
+        async with routed(table(("v1", 0, [old]), ("v2", 100, [new]))) as (router, port):
+            conn = await RawClient.connect(port)
+            for method in ("GET", "POST"):  # nothing was written, so POST is safe to retry
+                response = await conn.request(method, "/", b"x" if method == "POST" else b"")
+                assert (response.status, response.headers[b"x-version"]) == (200, b"v1")
+            await conn.close()
+            counters = router.counters(SERVICE, ENV)
+            assert counters["v1"].responses_2xx == 2
+            assert "v2" not in counters or counters["v2"].requests == 0
+        await old.stop()
+
+    run(body)

@@ -8,13 +8,16 @@ which the controller and the canary analysis rely on:
   eligible pools receive traffic, each with probability ``weight / sum(eligible weights)``.
 * A pool with no backend is skipped, so its share falls to the other versions rather than
   turning into errors (a version whose instances all died is not a reason to fail users).
-* A pool with weight 0 receives nothing, not even when it is the only pool with backends and
-  not even as a retry target: weight 0 is how an aborted canary is switched off, and sending
-  it "just the retries" would expose users to the version that was judged bad.
+* A pool with weight 0 receives no new request, not even when it is the only pool with
+  backends: weight 0 is how a version is switched off.
 * No eligible pool (all weights 0, or no backends at all) means the router answers 503.
 
-Within a pool instances are used round-robin; retries go to the next untried instance of the
-same pool, then to the instances of the other eligible pools in table order.
+Within a pool instances are used round-robin. A request whose backend failed before
+answering is retried on the next untried instance of the same pool, then on the other
+eligible pools in table order, and only then on the *reserve*: weight-0 pools that still
+have backends (the warm previous version during a switch). A reserve answer is better than
+an error for a request that has nowhere else to go, and ``core.traffic.route_table`` keeps
+warm versions in the table at weight 0 precisely for that.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class WeightPlan:
-    """Eligible pools (as indices into the table) and their cumulative weights."""
+    """Eligible pools (as indices into the table), their cumulative weights, the reserve."""
 
     indices: tuple[int, ...] = ()
     cumulative: tuple[int, ...] = ()
+    reserve: tuple[int, ...] = ()  # weight-0 pools with backends: retry targets of last resort
 
     @property
     def total(self) -> int:
@@ -45,13 +49,18 @@ def weight_plan(pools: Sequence[Pool]) -> WeightPlan:
     """Compile the eligible pools of a table; see the module docstring for the rules."""
     indices: list[int] = []
     cumulative: list[int] = []
+    reserve: list[int] = []
     running = 0
     for index, pool in enumerate(pools):
-        if pool.weight > 0 and pool.backends:
+        if not pool.backends:
+            continue
+        if pool.weight > 0:
             running += pool.weight
             indices.append(index)
             cumulative.append(running)
-    return WeightPlan(tuple(indices), tuple(cumulative))
+        else:
+            reserve.append(index)
+    return WeightPlan(tuple(indices), tuple(cumulative), tuple(reserve))
 
 
 def pick(cumulative: Sequence[int], point: float) -> int:
@@ -76,9 +85,10 @@ def retry_candidate(
 ) -> tuple[int, T] | None:
     """The backend to retry on after a failure: ``(pool position, backend)`` or ``None``.
 
-    ``pools`` are the eligible pools of the *current* table as ``(version, backends)``, so a
-    retry after ``apply()`` follows the new table. The failed version's pool is tried first
-    (its instances from ``start`` on, round-robin), then every other pool in table order.
+    ``pools`` are the eligible pools of the *current* table followed by its reserve, as
+    ``(version, backends)``, so a retry after ``apply()`` follows the new table. The failed
+    version's pool is tried first (its instances from ``start`` on, round-robin), then every
+    other pool in the order given.
     """
     order = sorted(range(len(pools)), key=lambda i: pools[i][0] != failed_version)
     for position in order:

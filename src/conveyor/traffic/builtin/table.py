@@ -40,7 +40,7 @@ class CompiledPool:
 class CompiledTable:
     """The per-request decision structure for one listener (main or preview)."""
 
-    __slots__ = ("cumulative", "none_stats", "pools", "random", "single", "total")
+    __slots__ = ("cumulative", "none_stats", "pools", "random", "reserve", "single", "total")
 
     def __init__(
         self,
@@ -48,8 +48,10 @@ class CompiledTable:
         cumulative: Sequence[int],
         none_stats: VersionStats,
         rng: Callable[[], float] = random.random,
+        reserve: Sequence[CompiledPool] = (),
     ) -> None:
         self.pools = tuple(pools)
+        self.reserve = tuple(reserve)
         self.cumulative = tuple(cumulative)
         self.total = self.cumulative[-1] if self.cumulative else 0
         self.single = self.pools[0] if len(self.pools) == 1 else None
@@ -69,15 +71,16 @@ class CompiledTable:
         self, failed_version: str, tried: Sequence[BackendState]
     ) -> tuple[CompiledPool, BackendState] | None:
         """Where to retry a request that failed before any response byte, if anywhere."""
-        same = [pool for pool in self.pools if pool.version == failed_version]
+        candidates = self.pools + self.reserve
+        same = [pool for pool in candidates if pool.version == failed_version]
         start = same[0].cursor if same else 0
         found = retry_candidate(
-            [(pool.version, pool.backends) for pool in self.pools], failed_version, tried, start
+            [(pool.version, pool.backends) for pool in candidates], failed_version, tried, start
         )
         if found is None:
             return None
         position, backend = found
-        return self.pools[position], backend
+        return candidates[position], backend
 
 
 def compile_table(
@@ -88,12 +91,18 @@ def compile_table(
 ) -> CompiledTable:
     """Compile the eligible pools of ``pools`` (see ``balancer`` for the eligibility rules)."""
     plan = weight_plan(pools)
-    compiled = []
-    for index in plan.indices:
+
+    def compiled(index: int) -> CompiledPool:
         pool = pools[index]
         backends = [backend_for(b.instance_id, b.host, b.port) for b in pool.backends]
-        compiled.append(CompiledPool(pool.version, stats_for(pool.version), backends))
-    return CompiledTable(compiled, plan.cumulative, none_stats)
+        return CompiledPool(pool.version, stats_for(pool.version), backends)
+
+    return CompiledTable(
+        [compiled(i) for i in plan.indices],
+        plan.cumulative,
+        none_stats,
+        reserve=[compiled(i) for i in plan.reserve],
+    )
 
 
 class TableSlot:
