@@ -83,6 +83,7 @@ class Controller:
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def start(self) -> None:
+        self.target.subscribe(self._instance_changed)
         await self.target.start()
         await self._await_first_probes(timeout=3.0)
         for release in self.store.latest_per_service_env():
@@ -203,6 +204,11 @@ class Controller:
         self._drivers[key] = driver
         self._tasks[key] = asyncio.create_task(driver.run(), name=f"driver:{service}/{env}")
         return driver
+
+    def _instance_changed(self, service: str, env: str) -> None:
+        driver = self._drivers.get((service, env))
+        if driver is not None:
+            driver.reroute()
 
     def _address(self, service: str, env: str) -> AddressRecord:
         pinned = None

@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -84,6 +84,8 @@ class Driver:
         self._sampled_version: str | None = None
         self._preview: PreviewCheck | None = None
         self._table: RouteTable | None = None
+        self._weights: dict[str, int] | None = None
+        self._preview_version: str | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -110,6 +112,13 @@ class Driver:
             self._wake.clear()
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def reroute(self) -> None:
+        """An instance changed: fix the route table now (no store access), then tick."""
+        if self._weights is not None:
+            instances = self.target.observe(self.service, self.env)
+            self._apply_table(self._weights, instances, self._preview_version)
         self._wake.set()
 
     async def step(self) -> None:
@@ -195,11 +204,22 @@ class Driver:
 
     def _sync_routes(self, release: ReleaseRecord, instances: list[InstanceObservation]) -> None:
         status = RolloutStatus.from_json(release.status)
+        preview = rollout.preview_version(self._spec(release), status)
+        self._apply_table(status.weights, instances, preview)
+
+    def _apply_table(
+        self,
+        weights: Mapping[str, int],
+        instances: list[InstanceObservation],
+        preview_version: str | None,
+    ) -> None:
+        self._weights = dict(weights)
+        self._preview_version = preview_version
         table = route_table(
-            status.weights,
+            weights,
             instances,
             draining=frozenset(self.draining),
-            preview_version=rollout.preview_version(self._spec(release), status),
+            preview_version=preview_version,
         )
         if table != self._table:
             self.router.apply(self.service, self.env, table)
@@ -240,14 +260,8 @@ class Driver:
         if isinstance(action, SetWeights):
             # The table is rebuilt from the committed status right after the commit; pushing
             # it first as well means users move before the ledger write, not after.
-            table = route_table(
-                action.weights,
-                self.target.observe(self.service, self.env),
-                draining=frozenset(self.draining),
-                preview_version=self._table.preview_version if self._table else None,
-            )
-            self.router.apply(self.service, self.env, table)
-            self._table = table
+            instances = self.target.observe(self.service, self.env)
+            self._apply_table(action.weights, instances, self._preview_version)
             return {}
         if isinstance(action, StartInstances):
             source = release if action.version == release.template else self._stable(release)

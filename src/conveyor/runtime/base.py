@@ -8,6 +8,7 @@ version crash-loops and must be rolled back is the core's job. Implementations: 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from conveyor.core.model import InstanceObservation, InstanceSpec
@@ -22,6 +23,14 @@ class Target(Protocol):
 
     async def stop(self, instance_id: str) -> None:
         """Stop an instance gracefully (SIGTERM, then SIGKILL after its grace) and forget it."""
+
+    def subscribe(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(service, env)`` when an instance's readiness or liveness changes.
+
+        Routing reacts to it at once instead of on the controller's next tick: the gap
+        between an instance dying and users no longer being sent to it is what turns a
+        crash into failed requests.
+        """
 
     def observe(self, service: str, env: str) -> list[InstanceObservation]:
         """Every instance of a service in an environment that is not yet stopped."""

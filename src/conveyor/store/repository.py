@@ -320,6 +320,12 @@ class Store:
                     "reason": new.reason,
                 },
             )
+            # A caller's own "release.created" (the plan: commit, config diff, exit) enriches
+            # the one the store writes, so the ledger says it once.
+            for extra in events:
+                if extra.kind == created.kind:
+                    created = NewEvent(created.kind, {**extra.details, **created.details})
+            events = [e for e in events if e.kind != created.kind]
             w.append(
                 [created, *events],
                 actor=actor,

@@ -64,8 +64,10 @@ class InstanceSupervisor:
         state_dir: Path,
         clock: Callable[[], float],
         base_env: Mapping[str, str],
+        on_change: Callable[[InstanceSpec], None] | None = None,
     ) -> None:
         self.spec: InstanceSpec = record.spec
+        self._on_change = on_change
         self._record = record
         self._store = store
         self._state_dir = state_dir
@@ -176,9 +178,10 @@ class InstanceSupervisor:
                     count_restart = True
                     continue
             outcome = await self._until_down(ref)
+            self.ready = False
+            self._changed()  # the router must stop sending it users now, not next tick
             code = await self._settle(ref, outcome)
             self.process = None
-            self.ready = False
             self.last_exit_code = code
             ran_for = max(0.0, self._clock() - self._record.started_at)
             streak = next_streak(streak, ran_for)
@@ -278,7 +281,10 @@ class InstanceSupervisor:
         self._last_probe = result
         self._recent.append(result)
         self._readiness = self._readiness.observe(result.ok, spec)
+        was_ready = self.ready
         self.ready = self._readiness.passing and self._stop_task is None
+        if self.ready != was_ready:
+            self._changed()
         if self.ready:
             self.ever_ready = True
             if self.state == "starting":
@@ -331,6 +337,11 @@ class InstanceSupervisor:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    def _changed(self) -> None:
+        """Tell whoever routes traffic that readiness or liveness of this instance changed."""
+        if self._on_change is not None:
+            self._on_change(self.spec)
 
     def _mark(self, text: str) -> None:
         logs.append_marker(self.log_path, f"--- {text} ---")

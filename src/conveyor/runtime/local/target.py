@@ -56,6 +56,7 @@ class LocalTarget:
         self._supervisors: dict[str, InstanceSupervisor] = {}
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._listeners: list[Callable[[str, str], None]] = []
 
     # --- the Target protocol -------------------------------------------------------------
 
@@ -131,6 +132,14 @@ class LocalTarget:
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(i) for i in list(self._supervisors)))
 
+    def subscribe(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(service, env)`` whenever an instance turns ready, unready or dies."""
+        self._listeners.append(listener)
+
+    def _notify(self, spec: InstanceSpec) -> None:
+        for listener in self._listeners:
+            listener(spec.service, spec.env)
+
     def log_files(self, service: str, env: str) -> list[Path]:
         """Log files of a service in an environment, current and past instances, oldest first."""
         return logs.log_files(self._logs, service, env)
@@ -145,6 +154,7 @@ class LocalTarget:
             state_dir=self.state_dir,
             clock=self._clock,
             base_env=os.environ,
+            on_change=self._notify,
         )
 
     async def _adopt(self) -> None:
