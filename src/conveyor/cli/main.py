@@ -201,9 +201,10 @@ def logs(ctx: Context, service: str, env: str, lines: int, as_json: bool) -> Non
     project = ctx.project()
     project.config.service(service)
     project.config.environment(env)
-    folder = project.root / ".conveyor" / "runtime" / "logs" / service / env
-    files = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime) if folder.exists() else []
-    out = {f.stem: _tail(f, lines) for f in files}
+    from conveyor.runtime.local.logs import log_files, tail
+
+    files = log_files(project.root / ".conveyor" / "runtime" / "logs", service, env)
+    out = {f.stem: tail(f, lines) for f in files}
     if as_json:
         render.emit_json({"service": service, "env": env, "instances": out})
         return
@@ -213,15 +214,6 @@ def logs(ctx: Context, service: str, env: str, lines: int, as_json: bool) -> Non
         render.console.rule(name)
         for line in text:
             render.console.print(line, markup=False)
-
-
-def _tail(path: Path, lines: int) -> list[str]:
-    with path.open("rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - 256 * 1024))
-        data = fh.read().decode(errors="replace")
-    return data.splitlines()[-lines:]
 
 
 # --- server lifecycle -----------------------------------------------------------------
