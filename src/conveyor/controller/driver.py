@@ -24,7 +24,7 @@ import httpx
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.controller import specs
 from conveyor.core import rollout
-from conveyor.core.model import InstanceObservation, RouteTable, VersionCounters
+from conveyor.core.model import HeaderRoute, InstanceObservation, RouteTable, VersionCounters
 from conveyor.core.state import (
     Action,
     CheckPreview,
@@ -86,6 +86,7 @@ class Driver:
         self._table: RouteTable | None = None
         self._weights: dict[str, int] | None = None
         self._preview_version: str | None = None
+        self._header_route: HeaderRoute | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -204,7 +205,13 @@ class Driver:
 
     def _sync_routes(self, release: ReleaseRecord, instances: list[InstanceObservation]) -> None:
         status = RolloutStatus.from_json(release.status)
-        preview = rollout.preview_version(self._spec(release), status)
+        spec = self._spec(release)
+        preview = rollout.preview_version(spec, status)
+        self._header_route = (
+            HeaderRoute(status.header_route[0], status.header_route[1], spec.version)
+            if status.header_route and Phase(release.phase).in_progress
+            else None
+        )
         self._apply_table(status.weights, instances, preview)
 
     def _apply_table(
@@ -220,6 +227,7 @@ class Driver:
             instances,
             draining=frozenset(self.draining),
             preview_version=preview_version,
+            header_route=self._header_route,
         )
         if table != self._table:
             self.router.apply(self.service, self.env, table)

@@ -43,6 +43,15 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class HeaderRoute:
+    """Requests whose header `name` equals `value` go to `version`, whatever the weights."""
+
+    name: str
+    value: str
+    version: str
+
+
+@dataclass(frozen=True)
 class RouteTable:
     """What a router must do for one service in one environment.
 
@@ -55,6 +64,7 @@ class RouteTable:
     pools: tuple[Pool, ...] = ()
     preview: tuple[Backend, ...] = ()
     preview_version: str | None = None
+    header_route: HeaderRoute | None = None  # only honoured while that version has backends
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ restores traffic to the stable version *before* anything else, because seconds m
 
 from __future__ import annotations
 
+import dataclasses
+
 from conveyor.core import strategies
 from conveyor.core.model import InstanceObservation
 from conveyor.core.state import (
@@ -115,6 +117,12 @@ def detect_failure(
                     "instances": [_instance_evidence(i) for i in obs.new if not i.ready],
                 },
             )
+    if spec.strategy.kind == "canary":
+        from conveyor.core.canary import analysis_failure
+
+        failed = analysis_failure(spec, status, obs)
+        if failed is not None:
+            return dataclasses.replace(failed, at=now)
     if status.preview_failures >= PREVIEW_FAILURE_LIMIT:
         return Abort(
             reason="preview-failed",
@@ -214,7 +222,7 @@ def _verify(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: fl
             status.evolve(message=f"verifying: {left:.0f}s left, watching errors"),
         )
     cleanup_at = None
-    if spec.strategy.kind == "blue_green" and obs.old:
+    if spec.strategy.kind in ("blue_green", "canary") and obs.old:
         cleanup_at = (status.switched_at or now) + spec.strategy.scale_down_delay
     final = status.evolve(
         phase=Phase.SUCCEEDED,

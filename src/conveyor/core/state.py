@@ -40,7 +40,61 @@ class Phase(StrEnum):
         return self in (Phase.PENDING, Phase.PROGRESSING, Phase.VERIFYING, Phase.ROLLING_BACK)
 
 
-StrategyKind = Literal["recreate", "rolling", "blue_green"]
+StrategyKind = Literal["recreate", "rolling", "blue_green", "canary"]
+
+
+# --- canary steps: data, stored as JSON, hashed so an edited strategy restarts cleanly ---
+
+
+@dataclass(frozen=True)
+class SetWeightStep:
+    weight: int  # percent of users on the canary
+
+
+@dataclass(frozen=True)
+class PauseStep:
+    seconds: float | None  # None: wait for a human (`conveyor promote`)
+
+
+@dataclass(frozen=True)
+class AnalysisStep:
+    template: str  # an `analysis:` template; the step blocks until its run ends
+
+
+@dataclass(frozen=True)
+class HeaderRouteStep:
+    header: str  # requests carrying header == value go to the canary whatever the weight
+    value: str
+
+
+Step = SetWeightStep | PauseStep | AnalysisStep | HeaderRouteStep
+
+_STEP_TYPES: dict[str, type[Step]] = {
+    "set_weight": SetWeightStep,
+    "pause": PauseStep,
+    "analysis": AnalysisStep,
+    "set_header_route": HeaderRouteStep,
+}
+_STEP_NAMES = {cls: name for name, cls in _STEP_TYPES.items()}
+
+
+def step_to_json(step: Step) -> dict[str, Any]:
+    return {"type": _STEP_NAMES[type(step)], **dataclasses.asdict(step)}
+
+
+def step_from_json(data: Mapping[str, Any]) -> Step:
+    values = dict(data)
+    return _STEP_TYPES[values.pop("type")](**values)
+
+
+def describe_step(step: Step) -> str:
+    if isinstance(step, SetWeightStep):
+        return f"set weight {step.weight}%"
+    if isinstance(step, PauseStep):
+        return "pause until promoted" if step.seconds is None else f"pause {step.seconds:g}s"
+    if isinstance(step, AnalysisStep):
+        return f"analysis {step.template}"
+    return f"route {step.header}: {step.value} to the canary"
 
 
 @dataclass(frozen=True)
@@ -50,6 +104,28 @@ class StrategySpec:
     max_unavailable: int = 0
     scale_down_delay: float = 30.0
     auto_promote: bool = True
+    steps: tuple[Step, ...] = ()
+    background_analysis: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["steps"] = [step_to_json(s) for s in self.steps]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StrategySpec:
+        values = dict(data)
+        values["steps"] = tuple(step_from_json(s) for s in values.get("steps", ()))
+        return cls(**values)
+
+    @property
+    def steps_hash(self) -> str:
+        """Argo's CurrentStepHash: a changed list of steps restarts the step index."""
+        import hashlib
+        import json
+
+        text = json.dumps([step_to_json(s) for s in self.steps], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -78,12 +154,14 @@ class RolloutSpec:
     preview_check: bool = True  # blue-green: verify through the preview address before switching
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["strategy"] = self.strategy.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RolloutSpec:
         values = dict(data)
-        values["strategy"] = StrategySpec(**values["strategy"])
+        values["strategy"] = StrategySpec.from_json(values["strategy"])
         values["triggers"] = Triggers(**values["triggers"])
         return cls(**values)
 
@@ -113,6 +191,13 @@ class RolloutStatus:
     abort: Abort | None = None
     finished_at: float | None = None
     message: str = "waiting to start"
+    # canary
+    step_index: int = 0
+    step_started_at: float | None = None
+    steps_hash: str | None = None
+    paused: str | None = None  # why progress is held (a pause step, a human, an inconclusive run)
+    promote: Literal["step", "full"] | None = None  # a human's `conveyor promote [--full]`
+    header_route: tuple[str, str] | None = None
 
     @property
     def done(self) -> bool:
@@ -127,6 +212,7 @@ class RolloutStatus:
         data["phase"] = self.phase.value
         data["ready_seen"] = list(self.ready_seen)
         data["weights"] = dict(self.weights)
+        data["header_route"] = list(self.header_route) if self.header_route else None
         return data
 
     @classmethod
@@ -135,6 +221,9 @@ class RolloutStatus:
         values["phase"] = Phase(values["phase"])
         values["ready_seen"] = tuple(values.get("ready_seen", ()))
         values["weights"] = dict(values.get("weights", {}))
+        values.pop("analysis", None)  # analysis runs are stored beside the status, see driver
+        if values.get("header_route"):
+            values["header_route"] = tuple(values["header_route"])
         if values.get("abort") is not None:
             values["abort"] = Abort(**values["abort"])
         return cls(**values)
@@ -168,6 +257,16 @@ class Observations:
     others: tuple[InstanceObservation, ...] = ()
     traffic: TrafficWindow | None = None  # the new version's traffic over triggers.window
     preview: PreviewCheck | None = None
+    analysis: Mapping[str, AnalysisState] = field(default_factory=dict)  # by run key
+
+
+@dataclass(frozen=True)
+class AnalysisState:
+    """Where an analysis run stands: running, successful, failed, inconclusive or error."""
+
+    phase: str
+    message: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --- actions ------------------------------------------------------------------------
@@ -196,11 +295,19 @@ class CheckPreview:
 
 
 @dataclass(frozen=True)
+class RunAnalysis:
+    """Start (once) the analysis run `key` from `template`; its phase is observed each tick."""
+
+    key: str
+    template: str
+
+
+@dataclass(frozen=True)
 class Wait:
     why: str
 
 
-Action = StartInstances | StopInstances | SetWeights | CheckPreview | Wait
+Action = StartInstances | StopInstances | SetWeights | CheckPreview | RunAnalysis | Wait
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,10 @@ def progress(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: f
         return recreate(spec, status, obs, now)
     if kind == "rolling":
         return rolling(spec, status, obs, now)
+    if kind == "canary":
+        from conveyor.core.canary import canary
+
+        return canary(spec, status, obs, now)
     return blue_green(spec, status, obs, now)
 
 
@@ -48,7 +52,7 @@ def recreate(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: f
     ready = _ready(obs.new)
     if len(ready) < spec.desired:
         return _waiting(status, ready, spec)
-    return _switch(spec, status, now)
+    return switch(spec, status, now)
 
 
 def rolling(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: float) -> Decision:
@@ -103,7 +107,7 @@ def rolling(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: fl
                 (Event("instances.stopped", {"instances": list(ids), "why": "replaced"}),),
             )
     if len(new) == d and len(ready_new) == d and not old:
-        return _switch(spec, status, now)
+        return switch(spec, status, now)
     if missing > 0 and old and len(ready_new) == len(new):
         # No room to start and nothing removable without an outage (max_surge 0 with a
         # single ready instance left): surge by one rather than stall or drop users.
@@ -141,7 +145,7 @@ def blue_green(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now:
                 ),
                 (Event("preview.failed", {"detail": obs.preview.detail, "failures": failures}),),
             )
-    return _switch(spec, status, now, preview=obs.preview.detail if obs.preview else None)
+    return switch(spec, status, now, preview=obs.preview.detail if obs.preview else None)
 
 
 def keep_new_in_shape(
@@ -160,7 +164,7 @@ def keep_new_in_shape(
 # --- helpers --------------------------------------------------------------------------
 
 
-def _switch(
+def switch(
     spec: RolloutSpec, status: RolloutStatus, now: float, preview: str | None = None
 ) -> Decision:
     weights = {spec.version: 100}

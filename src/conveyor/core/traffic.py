@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from conveyor.core.model import InstanceObservation, Pool, RouteTable, VersionCounters
+from conveyor.core.model import (
+    HeaderRoute,
+    InstanceObservation,
+    Pool,
+    RouteTable,
+    VersionCounters,
+)
 from conveyor.core.state import TrafficWindow
 
 
@@ -31,6 +37,7 @@ def route_table(
     *,
     draining: frozenset[str] = frozenset(),
     preview_version: str | None = None,
+    header_route: HeaderRoute | None = None,
 ) -> RouteTable:
     """The table a router needs: ready, non-draining instances grouped by version.
 
@@ -63,7 +70,9 @@ def route_table(
     preview = tuple(
         i.backend for i in sorted(by_version.get(preview_version or "", []), key=_order)
     )
-    return RouteTable(pools=pools, preview=preview, preview_version=preview_version)
+    return RouteTable(
+        pools=pools, preview=preview, preview_version=preview_version, header_route=header_route
+    )
 
 
 def _order(inst: InstanceObservation) -> str:
