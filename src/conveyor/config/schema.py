@@ -24,7 +24,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
@@ -293,15 +295,95 @@ class BlueGreenStrategy(_Model):
     )
 
 
-STRATEGIES: dict[str, type[RecreateStrategy | RollingStrategy | BlueGreenStrategy]] = {
+class PauseConfig(_Model):
+    duration: Duration | None = Field(
+        None, description="How long to pause; omit (pause: {}) to wait for `conveyor promote`."
+    )
+
+
+class HeaderMatchConfig(_Model):
+    header: str = Field(description="Request header name, e.g. X-Canary.")
+    value: str = Field(description="Requests whose header equals this go to the canary.")
+
+
+class SetWeightStepConfig(_Model):
+    set_weight: int = Field(ge=0, le=100, description="Percent of users on the canary.")
+
+
+class PauseStepConfig(_Model):
+    pause: Duration | PauseConfig = Field(
+        description="A duration (30s), or {} to wait for a human (`conveyor promote`)."
+    )
+
+
+class AnalysisStepConfig(_Model):
+    analysis: str = Field(description="Name of an `analysis:` template; blocks until judged.")
+
+
+class HeaderRouteStepConfig(_Model):
+    set_header_route: HeaderMatchConfig = Field(
+        description="Send requests with this header to the canary whatever the weight."
+    )
+
+
+_STEP_KEYS = {
+    "set_weight": "set_weight",
+    "pause": "pause",
+    "analysis": "analysis",
+    "set_header_route": "set_header_route",
+}
+
+
+def _step_tag(value: object) -> str | None:
+    if isinstance(value, dict) and len(value) == 1:
+        key = next(iter(value))
+        return _STEP_KEYS.get(str(key))
+    if isinstance(value, BaseModel):
+        return next(iter(type(value).model_fields))
+    return None
+
+
+CanaryStep = Annotated[
+    Annotated[SetWeightStepConfig, Tag("set_weight")]
+    | Annotated[PauseStepConfig, Tag("pause")]
+    | Annotated[AnalysisStepConfig, Tag("analysis")]
+    | Annotated[HeaderRouteStepConfig, Tag("set_header_route")],
+    Discriminator(
+        _step_tag,
+        custom_error_type="canary_step",
+        custom_error_message="a canary step is one of set_weight: N, pause: 30s (or {}), "
+        "analysis: NAME, set_header_route: {header: H, value: V}",
+    ),
+]
+
+
+class CanaryStrategy(_Model):
+    """Expose the new version step by step (weights, pauses, analysis) and judge it as it goes."""
+
+    kind: Literal["canary"] = "canary"
+    steps: list[CanaryStep] = Field(min_length=1, description="The steps, in order.")
+    analysis: str | None = Field(
+        None, description="An `analysis:` template run in the background for the whole rollout."
+    )
+    scale_down_delay: Duration = Field(
+        30.0, description="Keep the old version running this long after promotion, for rollback."
+    )
+
+    def analysis_names(self) -> list[str]:
+        names = [s.analysis for s in self.steps if isinstance(s, AnalysisStepConfig)]
+        return names + ([self.analysis] if self.analysis else [])
+
+
+AnyStrategy = RecreateStrategy | RollingStrategy | BlueGreenStrategy | CanaryStrategy
+
+STRATEGIES: dict[str, type[AnyStrategy]] = {
     "recreate": RecreateStrategy,
     "rolling": RollingStrategy,
     "blue_green": BlueGreenStrategy,
+    "canary": CanaryStrategy,
 }
 
-StrategyConfig = Annotated[
-    RecreateStrategy | RollingStrategy | BlueGreenStrategy, Field(discriminator="kind")
-]
+StrategyConfig = Annotated[AnyStrategy, Field(discriminator="kind")]
 
 
 def _strategy_form(value: object) -> object:
@@ -525,9 +607,7 @@ class ProjectConfig(_Model):
         override = self._override(service, env)
         return override.port if override is not None else None
 
-    def rolling_counts(
-        self, strategy: RecreateStrategy | RollingStrategy | BlueGreenStrategy, desired: int
-    ) -> tuple[int, int]:
+    def rolling_counts(self, strategy: AnyStrategy, desired: int) -> tuple[int, int]:
         """(surge, unavailable) as absolute instance counts for ``desired`` instances.
 
         Percentages resolve like Kubernetes: surge rounds up, unavailable rounds down, and if
@@ -536,7 +616,7 @@ class ProjectConfig(_Model):
         """
         if isinstance(strategy, RecreateStrategy):
             return 0, desired
-        if isinstance(strategy, BlueGreenStrategy):
+        if isinstance(strategy, BlueGreenStrategy | CanaryStrategy):
             return desired, 0
         surge = resolve_int_or_percent(strategy.max_surge, desired, round_up=True)
         unavailable = resolve_int_or_percent(strategy.max_unavailable, desired, round_up=False)

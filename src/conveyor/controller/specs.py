@@ -14,9 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.config.loader import LoadedProject
-from conveyor.config.schema import ProbeConfig
+from conveyor.config.schema import (
+    AnalysisStepConfig,
+    PauseConfig,
+    PauseStepConfig,
+    ProbeConfig,
+    SetWeightStepConfig,
+)
 from conveyor.core.model import InstanceSpec, ProbeSpec
-from conveyor.core.state import RolloutSpec, StrategySpec, Triggers
+from conveyor.core.state import (
+    AnalysisStep,
+    HeaderRouteStep,
+    PauseStep,
+    RolloutSpec,
+    SetWeightStep,
+    Step,
+    StrategySpec,
+    Triggers,
+)
 from conveyor.store.records import ReleaseRecord
 
 
@@ -26,6 +41,13 @@ def strategy_spec(project: LoadedProject, service: str, env: str, desired: int) 
     if kind == "rolling":
         surge, unavailable = project.config.rolling_counts(strategy, desired)
         return StrategySpec(kind="rolling", max_surge=surge, max_unavailable=unavailable)
+    if kind == "canary":
+        return StrategySpec(
+            kind="canary",
+            scale_down_delay=float(strategy.scale_down_delay),  # type: ignore[union-attr]
+            steps=tuple(_step(s) for s in strategy.steps),  # type: ignore[union-attr]
+            background_analysis=strategy.analysis,  # type: ignore[union-attr]
+        )
     if kind == "blue_green":
         return StrategySpec(
             kind="blue_green",
@@ -33,6 +55,18 @@ def strategy_spec(project: LoadedProject, service: str, env: str, desired: int) 
             auto_promote=bool(strategy.auto_promote),  # type: ignore[union-attr]
         )
     return StrategySpec(kind="recreate")
+
+
+def _step(step: Any) -> Step:
+    if isinstance(step, SetWeightStepConfig):
+        return SetWeightStep(step.set_weight)
+    if isinstance(step, PauseStepConfig):
+        pause = step.pause
+        seconds = pause.duration if isinstance(pause, PauseConfig) else pause
+        return PauseStep(None if seconds is None else float(seconds))
+    if isinstance(step, AnalysisStepConfig):
+        return AnalysisStep(step.analysis)
+    return HeaderRouteStep(step.set_header_route.header, step.set_header_route.value)
 
 
 def triggers(project: LoadedProject, env: str) -> Triggers:
