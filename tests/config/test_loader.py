@@ -200,9 +200,16 @@ BROKEN: list[tuple[str, int | None, str, str, str]] = [
     (
         "project: shop\n" + SERVICE + "environments:\n  dev:\n    strategy: {canary: {}}\n",
         8,
+        "environments.dev.strategy.canary.steps",
+        "missing required field 'steps'",
+        "add 'steps:'",
+    ),
+    (
+        "project: shop\n" + SERVICE + "environments:\n  dev:\n    strategy: {canery: {}}\n",
+        8,
         "environments.dev.strategy",
-        "unknown strategy 'canary'",
-        "known strategies: recreate, rolling, blue_green",
+        "unknown strategy 'canery'",
+        "did you mean 'canary'?",
     ),
     (
         "project: shop\n" + SERVICE + "environments:\n  dev:\n    target: kubernetes\n",

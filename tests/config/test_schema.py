@@ -248,7 +248,7 @@ def test_json_schema_structure() -> None:
     strategy = schema["$defs"]["EnvironmentConfig"]["properties"]["strategy"]
     by_kind = {option["type"]: option for option in strategy["anyOf"]}
     assert by_kind["string"]["enum"] == ["recreate", "rolling", "blue_green"]
-    assert set(by_kind["object"]["properties"]) == {"recreate", "rolling", "blue_green"}
+    assert set(by_kind["object"]["properties"]) == {"recreate", "rolling", "blue_green", "canary"}
     duration = service["properties"]["stop"]
     assert duration == {"$ref": "#/$defs/StopConfig", "description": "How instances stop."}
     pattern = schema["$defs"]["StopConfig"]["properties"]["grace_period"]["anyOf"][1]["pattern"]

@@ -416,10 +416,28 @@ def _strategy_form(value: object) -> object:
     return {**params, "kind": name}
 
 
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline a model schema's `$defs` so it can be embedded anywhere (ours are not recursive)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result
+
+
 def _strategy_json_schema() -> dict[str, Any]:
     params: dict[str, Any] = {}
     for name, model in STRATEGIES.items():
-        schema = model.model_json_schema()
+        schema = _inline_refs(model.model_json_schema())
         schema["properties"].pop("kind")
         schema.pop("title", None)
         params[name] = {"anyOf": [schema, {"type": "null"}]}
@@ -428,7 +446,8 @@ def _strategy_json_schema() -> dict[str, Any]:
         "blue_green) or a one-key mapping of the name to its parameters.",
         "default": "rolling",
         "anyOf": [
-            {"type": "string", "enum": list(STRATEGIES)},
+            # canary needs its steps, so it has no bare-name form
+            {"type": "string", "enum": [n for n in STRATEGIES if n != "canary"]},
             {
                 "type": "object",
                 "properties": params,
