@@ -405,6 +405,51 @@ def follow(
     return current
 
 
+def _control(ctx: Context, service: str, env: str, action: str, wait: bool, as_json: bool) -> None:
+    client = ctx.client()
+    release = client.post("/api/v1/control", {"service": service, "env": env, "action": action})
+    if not as_json and not wait:
+        status = release.get("status") or {}
+        render.console.print(
+            f"{release['name']}: {render.phase(release['phase'])} — {status.get('message', '')}"
+        )
+    if wait:
+        _report_release(client, release, wait=True, as_json=as_json, rollback=action == "abort")
+    elif as_json:
+        render.emit_json(release)
+
+
+def _control_command(name: str, action: str, doc: str) -> None:
+    @cli.command(name=name, help=doc)
+    @click.argument("service")
+    @click.option("--env", "env", required=True)
+    @click.option("--wait", is_flag=True, help="Follow the rollout until it ends.")
+    @json_option
+    @pass_ctx
+    @handles_errors
+    def command(ctx: Context, service: str, env: str, wait: bool, as_json: bool) -> None:
+        _control(ctx, service, env, action, wait, as_json)
+
+
+_control_command("pause", "pause", "Hold a canary at its current step.")
+_control_command("resume", "resume", "Release a hold placed with `conveyor pause`.")
+_control_command("abort", "abort", "Roll the rollout in progress back to the stable version now.")
+_control_command("retry", "retry", "Run the last aborted release again, from its first step.")
+
+
+@cli.command()
+@click.argument("service")
+@click.option("--env", "env", required=True)
+@click.option("--full", is_flag=True, help="Skip every remaining step: all users on the canary.")
+@click.option("--wait", is_flag=True, help="Follow the rollout until it ends.")
+@json_option
+@pass_ctx
+@handles_errors
+def promote(ctx: Context, service: str, env: str, full: bool, wait: bool, as_json: bool) -> None:
+    """Skip the current canary step (a pause, an inconclusive analysis), or all of them."""
+    _control(ctx, service, env, "promote_full" if full else "promote", wait, as_json)
+
+
 @cli.command()
 @click.option("--env", "env", help="Only this environment.")
 @json_option

@@ -20,7 +20,7 @@ from conveyor.config.loader import LoadedProject
 from conveyor.controller.driver import Driver
 from conveyor.controller.releases import Releases
 from conveyor.core.state import Phase, RolloutStatus
-from conveyor.errors import NotFound
+from conveyor.errors import Conflict, NotFound
 from conveyor.runtime.base import Target
 from conveyor.store.records import AddressRecord, NewEvent, ReleaseRecord
 from conveyor.store.repository import Store
@@ -122,6 +122,33 @@ class Controller:
         if to is None and active is not None and Phase(active.phase).in_progress:
             return await (await self._driver(service, env)).abort(actor)
         release = self.releases.rollback(service, env, to, actor=actor)
+        (await self._driver(service, env)).wake()
+        return release
+
+    async def control(self, service: str, env: str, action: str, *, actor: str) -> ReleaseRecord:
+        return await self.driver(service, env).control(action, actor)
+
+    async def abort(self, service: str, env: str, *, actor: str) -> ReleaseRecord:
+        return await self.driver(service, env).abort(actor)
+
+    async def retry(self, service: str, env: str, *, actor: str) -> ReleaseRecord:
+        """Run the last aborted release again: same artifact, same config, from the start."""
+        latest = self.store.releases(service, env, limit=1)
+        if not latest or latest[0].phase not in ("rolled_back", "failed"):
+            raise Conflict(
+                f"the latest release of {service} in {env} was not aborted; nothing to retry",
+                hint=f"see `conveyor history {service} --env {env}`",
+            )
+        failed = latest[0]
+        release = self.releases.deploy(
+            service,
+            env,
+            failed.artifact_digest,
+            actor=actor,
+            reason=f"retry of r{failed.revision}",
+            base_config=failed.config,
+            instance_template=failed.spec["instance"],
+        )
         (await self._driver(service, env)).wake()
         return release
 

@@ -23,7 +23,7 @@ import httpx
 
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.controller import specs
-from conveyor.core import rollout
+from conveyor.core import canary, rollout
 from conveyor.core.model import HeaderRoute, InstanceObservation, RouteTable, VersionCounters
 from conveyor.core.state import (
     Action,
@@ -157,6 +157,40 @@ class Driver:
             obs = self._observe(spec, status, instances)
             decision = rollout.manual_abort(spec, status, obs, actor, self.clock())
             updated = await self._carry_out(release, spec, decision, actor=actor)
+        self.wake()
+        return updated
+
+    async def control(self, action: str, actor: str) -> ReleaseRecord:
+        """A human's hand on a rollout in progress: promote [full], pause, resume."""
+        async with self._lock:
+            release = self._latest()
+            if release is None or not Phase(release.phase).in_progress:
+                raise Conflict(
+                    f"no rollout of {self.service} in {self.env} is in progress",
+                    hint=f"see `conveyor status --env {self.env}`",
+                )
+            status = RolloutStatus.from_json(release.status)
+            if action in ("promote", "promote_full"):
+                changed = canary.promote(status, full=action == "promote_full")
+            elif action == "pause":
+                changed = canary.pause(status, actor)
+            elif action == "resume":
+                changed = canary.resume(status)
+            else:
+                raise Conflict(f"unknown rollout control {action!r}")
+            updated = self.store.update_release(
+                release.id,
+                status={**release.status, **changed.to_json()},
+                phase=release.phase,
+                done=release.done,
+                expected_version=release.status_version,
+                actor=actor,
+                events=[
+                    NewEvent(
+                        f"rollout.{action.replace('_full', '')}", {"full": action == "promote_full"}
+                    )
+                ],
+            )
         self.wake()
         return updated
 

@@ -81,6 +81,22 @@ def create_app(
         )
         return JSONResponse(release_json(release), status_code=201)
 
+    async def control(request: Request) -> Response:
+        body = await _json(request)
+        service, env, action = _field(body, "service"), _field(body, "env"), _field(body, "action")
+        actor = _actor(request)
+        if action == "abort":
+            release = await controller.abort(service, env, actor=actor)
+        elif action == "retry":
+            release = await controller.retry(service, env, actor=actor)
+        elif action in ("promote", "promote_full", "pause", "resume"):
+            release = await controller.control(service, env, action, actor=actor)
+        else:
+            raise ValueError(
+                f"unknown action {action!r}: promote, promote_full, pause, resume, abort, retry"
+            )
+        return JSONResponse(release_json(release))
+
     async def events(request: Request) -> Response:
         q = request.query_params
         rows = store.events(
@@ -122,6 +138,7 @@ def create_app(
             Route(f"{API}/releases/{{release_id:int}}", get_release),
             Route(f"{API}/history", history),
             Route(f"{API}/rollback", rollback, methods=["POST"]),
+            Route(f"{API}/control", control, methods=["POST"]),
             Route(f"{API}/events", events),
             Route("/metrics", metrics),
         ],
