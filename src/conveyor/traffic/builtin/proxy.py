@@ -314,7 +314,7 @@ class ClientConnection(asyncio.Protocol):
             self._shutdown()
             return
         table = self._slot.table
-        pool = table.choose()
+        pool = table.choose() if table.header is None else table.choose_for(request.raw)
         if pool is None:
             self._pool = None
             self._fail(table.none_stats, 503, f"no available instance of {self._slot.label}")

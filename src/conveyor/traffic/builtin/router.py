@@ -151,7 +151,9 @@ class BuiltinRouter:
             return stats
 
         none_stats = route.stats[NO_VERSION]
-        main = compile_table(table.pools, stats_for, backend_for, none_stats)
+        main = compile_table(
+            table.pools, stats_for, backend_for, none_stats, header_route=table.header_route
+        )
         preview_pools: tuple[Pool, ...] = ()
         if table.preview:
             version = table.preview_version or PREVIEW_VERSION

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from conveyor.core.model import Pool
+from conveyor.core.model import HeaderRoute, Pool
 from conveyor.traffic.builtin.balancer import next_round_robin, pick, retry_candidate, weight_plan
 from conveyor.traffic.builtin.metrics import VersionStats
 from conveyor.traffic.builtin.upstream import BackendState
@@ -40,7 +40,16 @@ class CompiledPool:
 class CompiledTable:
     """The per-request decision structure for one listener (main or preview)."""
 
-    __slots__ = ("cumulative", "none_stats", "pools", "random", "reserve", "single", "total")
+    __slots__ = (
+        "cumulative",
+        "header",
+        "none_stats",
+        "pools",
+        "random",
+        "reserve",
+        "single",
+        "total",
+    )
 
     def __init__(
         self,
@@ -57,6 +66,27 @@ class CompiledTable:
         self.single = self.pools[0] if len(self.pools) == 1 else None
         self.none_stats = none_stats
         self.random = rng
+        # (b"\r\nname:", value, pool): requests carrying that header go to that pool
+        self.header: tuple[bytes, bytes, CompiledPool] | None = None
+
+    def choose_for(self, raw: bytes) -> CompiledPool | None:
+        """Like ``choose``, but a request matching the header route goes to its pool.
+
+        Only tables with a header route pay for looking at the headers, and then only the
+        request head is searched (case-insensitively, as HTTP header names are).
+        """
+        header = self.header
+        if header is None:
+            return self.choose()
+        name, value, pool = header
+        head = raw[: raw.find(b"\r\n\r\n") + 2].lower()
+        at = head.find(name)
+        if at >= 0:
+            start = at + len(name)
+            found = raw[start : raw.find(b"\r\n", start)].strip()
+            if found == value and pool.backends:
+                return pool
+        return self.choose()
 
     def choose(self) -> CompiledPool | None:
         """The pool for the next request, or ``None`` when no pool is eligible (503)."""
@@ -88,6 +118,7 @@ def compile_table(
     stats_for: Callable[[str], VersionStats],
     backend_for: Callable[[str, str, int], BackendState],
     none_stats: VersionStats,
+    header_route: HeaderRoute | None = None,
 ) -> CompiledTable:
     """Compile the eligible pools of ``pools`` (see ``balancer`` for the eligibility rules)."""
     plan = weight_plan(pools)
@@ -97,12 +128,18 @@ def compile_table(
         backends = [backend_for(b.instance_id, b.host, b.port) for b in pool.backends]
         return CompiledPool(pool.version, stats_for(pool.version), backends)
 
-    return CompiledTable(
+    table = CompiledTable(
         [compiled(i) for i in plan.indices],
         plan.cumulative,
         none_stats,
         reserve=[compiled(i) for i in plan.reserve],
     )
+    if header_route is not None:
+        for pool in (*table.pools, *table.reserve):
+            if pool.version == header_route.version and pool.backends:
+                name = b"\r\n" + header_route.name.lower().encode("latin-1") + b":"
+                table.header = (name, header_route.value.encode("latin-1"), pool)
+    return table
 
 
 class TableSlot:
