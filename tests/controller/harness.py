@@ -57,6 +57,12 @@ environments:
   dev:
     strategy: recreate
     progress_deadline: {deadline}
+  canary:
+    strategy:
+      canary:
+        steps: {canary_steps}
+        scale_down_delay: {scale_down_delay}
+    progress_deadline: {deadline}
 """
 
 
@@ -68,6 +74,7 @@ def write_project(
     deadline: str = "8s",
     scale_down_delay: str = "30s",
     project: str = "shoptest",
+    canary_steps: str = "[{set_weight: 20}, {pause: 1s}, {set_weight: 50}, {pause: {}}]",
 ) -> Path:
     shutil.copytree(
         EXAMPLES / "catalog",
@@ -78,6 +85,7 @@ def write_project(
     path.write_text(
         CONFIG.format(
             project=project,
+            canary_steps=canary_steps,
             instances=instances,
             verification=verification,
             deadline=deadline,

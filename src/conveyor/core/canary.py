@@ -61,7 +61,8 @@ def canary(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: flo
             status,
             (Event("analysis.started", {"key": BACKGROUND, "template": background}),),
         )
-    if status.promote == "full" or status.step_index >= len(steps):
+    if spec.stable_version is None or status.promote == "full" or status.step_index >= len(steps):
+        # A first release has nothing to be compared with: like Argo, it skips the steps.
         return _promote_fully(spec, status, obs, now)
     if status.promote == "step":
         return _advance(status, now, spec, promoted=True)
@@ -75,6 +76,16 @@ def canary(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: flo
     if isinstance(step, AnalysisStep):
         return _analysis(spec, status, obs, now, step)
     return _header_route(spec, status, now, step)
+
+
+def holding(spec: RolloutSpec, status: RolloutStatus) -> bool:
+    """Paused or judging: waiting is the point, so the progress deadline does not run."""
+    if status.paused is not None:
+        return True
+    steps = spec.strategy.steps
+    if spec.stable_version is None or status.promote or status.step_index >= len(steps):
+        return False
+    return isinstance(steps[status.step_index], PauseStep | AnalysisStep)
 
 
 def analysis_failure(spec: RolloutSpec, status: RolloutStatus, obs: Observations) -> Abort | None:
@@ -111,7 +122,9 @@ def _advance(
         events.append(Event("step.started", {"index": index, "step": describe_step(steps[index])}))
     return Decision(
         Wait("step completed"),
-        status.evolve(step_index=index, step_started_at=now, paused=None, promote=None),
+        status.evolve(
+            step_index=index, step_started_at=now, progress_at=now, paused=None, promote=None
+        ),
         tuple(events),
     )
 

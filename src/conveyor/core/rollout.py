@@ -102,7 +102,11 @@ def detect_failure(
                 "min_requests": t.min_requests,
             },
         )
-    if status.phase is Phase.PROGRESSING and status.progress_at is not None:
+    if (
+        status.phase is Phase.PROGRESSING
+        and status.progress_at is not None
+        and not (spec.strategy.kind == "canary" and _canary_holding(spec, status))
+    ):
         stalled = now - status.progress_at
         if stalled > spec.progress_deadline:
             ready = sum(1 for i in obs.new if i.ready)
@@ -130,6 +134,12 @@ def detect_failure(
             at=now,
         )
     return None
+
+
+def _canary_holding(spec: RolloutSpec, status: RolloutStatus) -> bool:
+    from conveyor.core.canary import holding
+
+    return holding(spec, status)
 
 
 def begin_rollback(

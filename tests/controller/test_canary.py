@@ -1,0 +1,99 @@
+"""Canary rollouts through the real stack: weights observed by users, holds, aborts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor.load.generator import LoadGenerator
+
+from .harness import Stack, run, stack
+
+pytestmark = pytest.mark.integration
+
+
+async def _until(s: Stack, release_id: int, predicate, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = s.store.get_release(release_id)
+        if predicate(current):
+            return dict(current.status)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition never met: {s.store.get_release(release_id).status}")
+
+
+def test_canary_walks_its_steps_holds_for_a_human_and_promotes(
+    tmp_path: Path, database_url: str
+) -> None:
+    async def scenario() -> None:
+        async with stack(tmp_path, database_url, instances=2, verification="2s") as s:
+            await s.wait(await s.deploy("canary", s.build("v1")))
+            load = LoadGenerator("127.0.0.1", s.port("canary"), rate=200, connections=4)
+            await load.start()
+            r2 = await s.deploy("canary", s.build("v2"))
+            # The indefinite pause holds the rollout at 50% until a human promotes it.
+            status = await _until(s, r2.id, lambda r: r.status.get("paused"))
+            assert status["step_index"] == 3
+            mark = load.snapshot()
+            await asyncio.sleep(2.0)
+            share = load.versions_since(mark)
+            canary_share = share.get("2", 0) / max(1, sum(share.values()))
+            assert 0.35 < canary_share < 0.65, share
+            assert s.store.get_release(r2.id).phase == "progressing"
+            await s.controller.control("catalog", "canary", "promote", actor="alice")
+            final = await s.wait(r2)
+            report = await load.stop()
+            assert final.phase == "succeeded"
+            assert report.failed == 0, report.errors
+            kinds = s.kinds(r2)
+            assert kinds.count("step.completed") == 4
+            assert "rollout.paused" in kinds and "rollout.promote" in kinds
+            promoted = [e for e in s.store.events(release_id=r2.id) if e.kind == "rollout.promote"]
+            assert promoted[0].actor == "alice"
+
+    run(scenario())
+
+
+def test_bad_canary_is_aborted_at_its_first_weight_with_few_users_hurt(
+    tmp_path: Path, database_url: str
+) -> None:
+    async def scenario() -> None:
+        steps = "[{set_weight: 10}, {pause: 30s}, {set_weight: 50}]"
+        async with stack(tmp_path, database_url, canary_steps=steps) as s:
+            await s.wait(await s.deploy("canary", s.build("v1")))
+            load = LoadGenerator("127.0.0.1", s.port("canary"), rate=200, connections=4)
+            await load.start()
+            bad = await s.wait(
+                await s.deploy("canary", s.build("v2"), overrides={"FAULT_ERROR_RATE": "0.5"})
+            )
+            await asyncio.sleep(0.3)
+            report = await load.stop()
+            assert bad.phase == "rolled_back"
+            assert bad.status["abort"]["reason"] == "error-rate"
+            assert bad.status["step_index"] <= 1  # never reached the 50% step
+            assert {i.revision for i in s.instances("canary")} == {1}
+            # At most ~10% of users met the canary, half of those saw an error.
+            assert report.failed / report.sent < 0.1
+
+    run(scenario())
+
+
+def test_manual_abort_and_retry(tmp_path: Path, database_url: str) -> None:
+    async def scenario() -> None:
+        async with stack(tmp_path, database_url, verification="1s") as s:
+            await s.wait(await s.deploy("canary", s.build("v1")))
+            r2 = await s.deploy("canary", s.build("v2"))
+            await _until(s, r2.id, lambda r: r.status.get("paused"))
+            await s.controller.abort("catalog", "canary", actor="bob")
+            aborted = await s.wait(r2)
+            assert aborted.phase == "rolled_back" and aborted.status["abort"]["actor"] == "bob"
+            r3 = await s.controller.retry("catalog", "canary", actor="bob")
+            assert r3.artifact_digest == r2.artifact_digest and r3.reason == "retry of r2"
+            await _until(s, r3.id, lambda r: r.status.get("paused"))
+            await s.controller.control("catalog", "canary", "promote_full", actor="bob")
+            assert (await s.wait(r3)).phase == "succeeded"
+
+    run(scenario())
