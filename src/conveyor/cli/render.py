@@ -70,8 +70,12 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> Table:
         rollout = phase(row["phase"])
         if row["rollout_revision"] and row["rollout_revision"] != row["revision"]:
             rollout = f"r{row['rollout_revision']} {rollout}"
+        if row.get("step"):
+            rollout += f" step {row['step']}, {row['canary_percent']}% on canary"
         if row["phase"] not in ("succeeded",) or "warm" in row["message"]:
             rollout += f"\n[dim]{row['message']}[/]"
+        for key, verdict in (row.get("analysis") or {}).items():
+            rollout += f"\n[dim]analysis {key}: {verdict}[/]"
         ready = f"{row['ready']}/{row['desired']}"
         table.add_row(
             row["service"],

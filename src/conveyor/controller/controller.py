@@ -19,12 +19,33 @@ from conveyor.artifacts.store import ArtifactStore
 from conveyor.config.loader import LoadedProject
 from conveyor.controller.driver import Driver
 from conveyor.controller.releases import Releases
-from conveyor.core.state import Phase, RolloutStatus
+from conveyor.core.state import Phase, RolloutSpec, RolloutStatus, describe_step
 from conveyor.errors import Conflict, NotFound
 from conveyor.runtime.base import Target
 from conveyor.store.records import AddressRecord, NewEvent, ReleaseRecord
 from conveyor.store.repository import Store
 from conveyor.traffic.base import TrafficRouter
+
+
+def _canary_view(
+    release: ReleaseRecord, status: RolloutStatus
+) -> tuple[str | None, int | None, dict[str, Any] | None]:
+    """Where a canary stands, for `status`: its step, its share of users, its verdicts."""
+    spec = RolloutSpec.from_json(release.spec["rollout"])
+    if spec.strategy.kind != "canary" or not Phase(release.phase).in_progress:
+        return None, None, None
+    steps = spec.strategy.steps
+    index = status.step_index
+    step = (
+        f"{index + 1}/{len(steps)} {describe_step(steps[index])}"
+        if index < len(steps)
+        else "promoting"
+    )
+    total = sum(status.weights.values()) or 1
+    percent = round(100 * status.weights.get(spec.version, 0) / total)
+    runs = release.status.get("analysis") or {}
+    verdicts = {key: run.get("summary", run.get("phase")) for key, run in runs.items()}
+    return step, percent, verdicts or None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,6 +73,9 @@ class ServiceStatus:
     preview_address: str | None
     weights: Mapping[str, int]
     instances: list[dict[str, Any]]
+    step: str | None = None  # canary: "2/5 set weight 20%"
+    canary_percent: int | None = None
+    analysis: Mapping[str, Any] | None = None  # latest verdict per analysis run
 
     def to_json(self) -> dict[str, Any]:
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in self.__dict__.items()}
@@ -164,6 +188,7 @@ class Controller:
             instances = self.target.observe(latest.service, latest.env)
             status = RolloutStatus.from_json(latest.status)
             address = addresses.get((latest.service, latest.env))
+            step, percent, verdicts = _canary_view(latest, status)
             rows.append(
                 ServiceStatus(
                     service=latest.service,
@@ -196,6 +221,9 @@ class Controller:
                         }
                         for i in instances
                     ],
+                    step=step,
+                    canary_percent=percent,
+                    analysis=verdicts,
                 )
             )
         return rows
