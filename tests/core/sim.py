@@ -23,28 +23,54 @@ It stands in for the runtime, the router and the controller loop so that whole r
   ``controller.releases`` does, and tables are built as ``controller.driver`` builds them
   (with the preview version of a blue-green release until it has succeeded).
 
+Canary rollouts add three things, each carried out as the real controller does:
+
+* ``RunAnalysis`` starts the run of that key (once; a second start of a live key is a no-op).
+  Its phase, observed as ``obs.analysis[key]``, follows the scripted ``Analysis`` for the key:
+  ``running`` for ``after`` ticks, then the scripted outcome for good. A key without a script
+  succeeds after ``DEFAULT_ANALYSIS_TICKS``.
+* The route table carries the stored header route while the rollout is in progress (as
+  ``controller.driver._sync_routes`` builds it); ``HEADER_REQUESTS_PER_TICK`` more requests
+  carry the header each tick and count for the canary when they reach it.
+* Humans act through the store, between ticks, the way ``controller.driver.control`` does:
+  ``promote_at`` (tick -> full?), ``pause_at``/``resume_at``, and an operator who, once a
+  rollout has been held for a pause step or an inconclusive run for ``patience`` ticks,
+  promotes it or rolls it back (``on_hold``), or never comes (``"wait"``). These commits are
+  separate from the controller's, so a controller crash does not lose them.
+
 The stable version is always healthy: it is what a rollback returns to.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from conveyor.core import rollout
-from conveyor.core.model import InstanceObservation, InstanceState, RouteTable, VersionCounters
+from conveyor.core import canary, rollout
+from conveyor.core.model import (
+    HeaderRoute,
+    InstanceObservation,
+    InstanceState,
+    RouteTable,
+    VersionCounters,
+)
 from conveyor.core.rollout import decide, manual_abort
 from conveyor.core.state import (
     Action,
+    AnalysisState,
     CheckPreview,
+    Event,
     Observations,
+    Phase,
     PreviewCheck,
     RolloutSpec,
     RolloutStatus,
+    RunAnalysis,
     SetWeights,
     StartInstances,
+    Step,
     StopInstances,
     StrategyKind,
     StrategySpec,
@@ -78,6 +104,34 @@ REQUESTS_PER_TICK = 20
 PROGRESS_DEADLINE = 20.0
 TRIGGERS = Triggers(error_rate=0.05, min_requests=20, window=10.0, max_restarts=2, verification=5.0)
 
+HEADER_REQUESTS_PER_TICK = 4  # requests carrying the canary header, on top of the weighted ones
+DEFAULT_ANALYSIS_TICKS = 2
+
+Outcome = Literal["successful", "failed", "inconclusive", "error", "running"]
+OnHold = Literal["wait", "promote", "abort"]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """How a scripted analysis run goes: ``running`` for ``after`` ticks, then ``outcome``.
+
+    ``"running"`` as the outcome is a run that never ends (a provider that never answers).
+    """
+
+    outcome: Outcome = "successful"
+    after: int = DEFAULT_ANALYSIS_TICKS
+
+    def state(self, age: int) -> AnalysisState:
+        if age < self.after or self.outcome == "running":
+            return AnalysisState("running", f"{age} measurement(s) taken")
+        message = {
+            "successful": "all measurements passed",
+            "failed": "error rate 31% > 5% in 3 of 3 measurements",
+            "inconclusive": "latency p99 between the success and failure limits",
+            "error": "metrics provider unreachable: connection refused",
+        }[self.outcome]
+        return AnalysisState(self.outcome, message, {"measurements": age, "script": self.outcome})
+
 
 def make_spec(
     kind: StrategyKind,
@@ -89,14 +143,25 @@ def make_spec(
     scale_down_delay: float = 5.0,
     preview_check: bool = True,
     first: bool = False,
+    steps: tuple[Step, ...] = (),
+    background: str | None = None,
+    progress_deadline: float = PROGRESS_DEADLINE,
 ) -> RolloutSpec:
+    strategy = StrategySpec(
+        kind,
+        max_surge,
+        max_unavailable,
+        scale_down_delay,
+        steps=steps,
+        background_analysis=background,
+    )
     return RolloutSpec(
         release_id=1,
         revision=2,
         version=NEW,
         desired=desired,
-        strategy=StrategySpec(kind, max_surge, max_unavailable, scale_down_delay),
-        progress_deadline=PROGRESS_DEADLINE,
+        strategy=strategy,
+        progress_deadline=progress_deadline,
         triggers=TRIGGERS,
         stable_version=None if first else STABLE,
         stable_revision=None if first else 1,
@@ -160,6 +225,9 @@ class World:
     preview_version: str | None = None
     preview_next: PreviewCheck | None = None
     preview_seen: PreviewCheck | None = None
+    header_route: HeaderRoute | None = None
+    scripts: Mapping[str, Analysis] = field(default_factory=dict)
+    runs: dict[str, int] = field(default_factory=dict)  # analysis run key -> age in ticks
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -189,7 +257,11 @@ class World:
             ),
             traffic=window(samples, self.now, self.spec.triggers.window) if samples else None,
             preview=self.preview_seen,
+            analysis={key: self.script(key).state(age) for key, age in self.runs.items()},
         )
+
+    def script(self, key: str) -> Analysis:
+        return self.scripts.get(key, Analysis())
 
     def apply(self, action: Action) -> None:
         if isinstance(action, StartInstances):
@@ -205,15 +277,25 @@ class World:
                 self.preview_next = PreviewCheck(True, "200 OK")
             else:
                 self.preview_next = PreviewCheck(False, "503 Service Unavailable")
+        elif isinstance(action, RunAnalysis):
+            self.runs.setdefault(action.key, 0)
         else:
             assert isinstance(action, Wait), action
 
     def table(self) -> RouteTable:
-        return route_table(self.weights, self.observations(), preview_version=self.preview_version)
+        return route_table(
+            self.weights,
+            self.observations(),
+            preview_version=self.preview_version,
+            header_route=self.header_route,
+        )
 
     def advance(self) -> None:
         """One second passes: users send requests, instances age, crash, become ready."""
-        sent = int(REQUESTS_PER_TICK * share(self.table(), NEW))
+        table = self.table()
+        sent = int(REQUESTS_PER_TICK * share(table, NEW))
+        if header_reaches(table, NEW):
+            sent += HEADER_REQUESTS_PER_TICK
         self.requests += sent
         if self.fault == "erroring":
             self.errors += sent
@@ -224,6 +306,8 @@ class World:
             (self.now, VersionCounters(requests=self.requests, responses_5xx=self.errors))
         )
         self.preview_seen, self.preview_next = self.preview_next, None
+        for key in self.runs:
+            self.runs[key] += 1
 
 
 @dataclass(frozen=True)
@@ -239,6 +323,9 @@ class Tick:
     instances: tuple[InstanceObservation, ...]  # right after the action
     table: RouteTable  # from the stored weights, right after the action
     table_later: RouteTable  # the same weights over the instances one second later
+    human: str = ""  # what a human did through the store before this tick was decided
+    given: RolloutStatus | None = None  # the status decide was given (after the human's change)
+    events: tuple[Event, ...] = ()  # the events decide returned (lost with the status if lost)
 
 
 @dataclass(frozen=True)
@@ -266,14 +353,40 @@ def simulate(
     crashes: Iterable[int] = (),
     abort_at: Iterable[int] = (),
     max_ticks: int = 400,
+    analysis: Mapping[str, Analysis] | None = None,
+    promote_at: Mapping[int, bool] | None = None,
+    pause_at: Iterable[int] = (),
+    resume_at: Iterable[int] = (),
+    on_hold: OnHold = "wait",
+    patience: int = 5,
 ) -> Run:
     """Run ``decide`` until the status is done (or ``max_ticks`` pass) and record every tick."""
-    world = World(spec, fault)
+    world = World(spec, fault, scripts=dict(analysis or {}))
     lost_at, aborts = frozenset(crashes), frozenset(abort_at)
+    promotes, pauses, resumes = dict(promote_at or {}), frozenset(pause_at), frozenset(resume_at)
     status = RolloutStatus(weights=dict(world.weights))
     ticks: list[Tick] = []
+    held = 0
     for index in range(max_ticks):
-        if index in aborts and not status.done:
+        human = ""
+        held = held + 1 if status.phase is Phase.PROGRESSING and is_held(status) else 0
+        if status.phase.in_progress:
+            if index in pauses:
+                status, human = canary.pause(status, "bob"), "pause"
+            if index in resumes:
+                status, human = canary.resume(status), "resume"
+            if index in promotes or (on_hold == "promote" and held > patience):
+                full = promotes.get(index, False)
+                status, human = (
+                    canary.promote(status, full=full),
+                    "promote --full" if full else "promote",
+                )
+                held = 0
+        given = status
+        aborting = index in aborts or (on_hold == "abort" and held > patience)
+        # As `controller.driver.abort`: a rollback already under way is left to finish.
+        if aborting and status.phase.in_progress and status.phase is not Phase.ROLLING_BACK:
+            human = "abort"
             decision = manual_abort(spec, status, world.observe(), "alice", world.now)
         else:
             decision = decide(spec, status, world.observe(), world.now)
@@ -283,6 +396,7 @@ def simulate(
             status = decision.status
         world.weights = dict(status.weights)
         world.preview_version = preview_version(spec, status)
+        world.header_route = header_route(spec, status)
         now = world.now
         instances = world.observations()
         table = world.table()
@@ -290,7 +404,18 @@ def simulate(
         later = world.table()
         ticks.append(
             Tick(
-                index, now, decision.action, decision.status, status, lost, instances, table, later
+                index,
+                now,
+                decision.action,
+                decision.status,
+                status,
+                lost,
+                instances,
+                table,
+                later,
+                human,
+                given,
+                decision.events,
             )
         )
         if status.done:
@@ -301,6 +426,26 @@ def simulate(
 def preview_version(spec: RolloutSpec, status: RolloutStatus) -> str | None:
     """The version served on the preview listener, as the controller chooses it."""
     return rollout.preview_version(spec, status)
+
+
+def header_route(spec: RolloutSpec, status: RolloutStatus) -> HeaderRoute | None:
+    """The header route as ``controller.driver._sync_routes`` installs it."""
+    if status.header_route is None or not status.phase.in_progress:
+        return None
+    return HeaderRoute(status.header_route[0], status.header_route[1], spec.version)
+
+
+def is_held(status: RolloutStatus) -> bool:
+    """Held for a human by the rollout itself (a pause step, an inconclusive run), not by one."""
+    return status.paused is not None and not status.paused.startswith(canary.MANUAL_PAUSE)
+
+
+def header_reaches(table: RouteTable, version: str) -> bool:
+    """True when requests carrying the table's header are sent to ``version``."""
+    route = table.header_route
+    if route is None or route.version != version:
+        return False
+    return any(p.version == version and p.backends for p in table.pools)
 
 
 def serves(table: RouteTable) -> bool:
