@@ -5,7 +5,7 @@ next thing it does. Where canary.py is silent the expectation is Argo Rollouts' 
 it matters). Whole canary rollouts, with controller crashes and humans, are properties in
 test_sim.py; the scenarios here pin single behaviours end to end in the same simulated world.
 
-Known bugs are strict xfails whose reason says what goes wrong and where.
+Each test names the behaviour it pins; bugs found here were fixed in src and their tests kept.
 """
 
 from __future__ import annotations
@@ -302,13 +302,6 @@ def test_full_promotion_drops_the_header_route() -> None:
     assert d.status.header_route is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: rollout.begin_rollback/_restore_traffic keep status.header_route, and the "
-    "driver installs it while ROLLING_BACK is in progress, so requests with the header keep "
-    "reaching the aborted canary until its instances stop. Argo removes managed routes on "
-    "abort (rollout/trafficrouting.go: IsAborted -> RemoveManagedRoutes).",
-)
 def test_an_abort_takes_the_header_route_away_with_the_weights() -> None:
     rollout = cspec(SetWeightStep(25), HeaderRouteStep("x-canary", "yes"), PauseStep(None))
     status = at(rollout, 2, weights=split(25), header_route=("x-canary", "yes"))
@@ -356,13 +349,6 @@ def test_a_failed_background_analysis_aborts_at_any_step(
     assert d.action == SetWeights({OLD: 100})  # users first; never a stable instance stopped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: canary.canary ignores an inconclusive *background* run (only step runs hold), "
-    "so the canary is promoted on a verdict nobody could reach. Argo pauses on it "
-    "(rollout/analysis.go reconcileBackgroundAnalysisRun: Inconclusive -> "
-    "PauseReasonInconclusiveAnalysis).",
-)
 def test_an_inconclusive_background_analysis_holds_the_rollout() -> None:
     rollout = cspec(SetWeightStep(25), SetWeightStep(50), background="slo")
     obs = runs(AT_25, background=AnalysisState("inconclusive", "not enough data"))
@@ -372,13 +358,6 @@ def test_an_inconclusive_background_analysis_holds_the_rollout() -> None:
     assert kinds(d.events) == ["analysis.inconclusive"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="BUG (latent: config requires min_length=1): canary.canary builds the step.started "
-    "event with describe_step(steps[0]) before its `if steps` guard, so an empty step list "
-    "raises IndexError instead of promoting fully.",
-)
 def test_a_canary_without_steps_is_promoted_fully() -> None:
     rollout = cspec(desired=2)
     status = decide(rollout, RolloutStatus(weights={OLD: 100}), observe((), STABLE3), T0).status
@@ -490,12 +469,6 @@ def test_promote_during_a_manual_pause_moves_on_and_lifts_it() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: canary.canary checks `promote == 'full' or step_index >= len(steps)` before "
-    "the manual pause, so a pause during the final scale-up is ignored, and switch() then "
-    "erases it (paused=None): the human's pause is silently lost.",
-)
 def test_a_manual_pause_also_holds_the_final_promotion() -> None:
     rollout = cspec(SetWeightStep(25), desired=3)
     paused = pause(at(rollout, 1, weights=split(25)), "bob")
@@ -503,13 +476,6 @@ def test_a_manual_pause_also_holds_the_final_promotion() -> None:
     assert d.action == Wait("paused")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resume() leaves progress_at where it was before the pause, and a set_weight "
-    "step is not `holding`, so the first tick after resuming a pause longer than "
-    "progress_deadline aborts with progress-deadline. Argo restarts the progress clock on "
-    "resume (Progressing condition, reason RolloutResumed).",
-)
 def test_resuming_a_long_manual_pause_does_not_count_the_pause_as_a_stall() -> None:
     rollout = cspec(SetWeightStep(50), desired=4)  # progress_deadline 60
     status = at(rollout, 0, progress_at=ENTERED)

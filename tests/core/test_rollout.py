@@ -172,7 +172,8 @@ def test_crash_loop_evidence_names_the_instances() -> None:
     crashing = inst("n2", ready=False, state="backoff", restarts=4, last_probe="connection refused")
     abort = detect_failure(spec(max_restarts=3), progressing(), observe((inst("n1"), crashing)), T0)
     assert abort is not None
-    assert abort.message == "1 new instance(s) crashed and restarted 4 time(s) (limit 3)"
+    # 4 restarts and it is down again right now: 5 crashes.
+    assert abort.message == "1 new instance(s) crashed 5 time(s) (limit 3)"
     assert abort.evidence["instances"] == [
         {
             "instance": "n2",

@@ -92,7 +92,7 @@ class Controller:
         router: TrafficRouter,
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
-        tick: float = 0.2,
+        tick: float = 0.1,
     ) -> None:
         self.load_project = load_project
         self.store = store

@@ -64,7 +64,7 @@ class Driver:
         target: Target,
         router: TrafficRouter,
         clock: Callable[[], float],
-        tick: float = 0.2,
+        tick: float = 0.1,
         on_superseded: Callable[[ReleaseRecord], None] | None = None,
     ) -> None:
         self.project_name = project_name

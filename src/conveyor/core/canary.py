@@ -46,13 +46,15 @@ def step_key(index: int) -> str:
 def canary(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: float) -> Decision:
     steps = spec.strategy.steps
     if status.steps_hash != spec.strategy.steps_hash:
-        first = (Event("step.started", {"index": 0, "step": describe_step(steps[0])}),)
+        first = (
+            (Event("step.started", {"index": 0, "step": describe_step(steps[0])}),) if steps else ()
+        )
         return Decision(
             Wait("steps changed"),
             status.evolve(
                 steps_hash=spec.strategy.steps_hash, step_index=0, step_started_at=now, paused=None
             ),
-            first if steps else (),
+            first,
         )
     background = spec.strategy.background_analysis
     if background and BACKGROUND not in obs.analysis:
@@ -61,13 +63,22 @@ def canary(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: flo
             status,
             (Event("analysis.started", {"key": BACKGROUND, "template": background}),),
         )
+    if status.paused is not None and status.paused.startswith(MANUAL_PAUSE):
+        if status.promote is None:
+            return Decision(Wait("paused"), status.evolve(message=status.paused))
     if spec.stable_version is None or status.promote == "full" or status.step_index >= len(steps):
         # A first release has nothing to be compared with: like Argo, it skips the steps.
         return _promote_fully(spec, status, obs, now)
     if status.promote == "step":
         return _advance(status, now, spec, promoted=True)
-    if status.paused is not None and status.paused.startswith(MANUAL_PAUSE):
-        return Decision(Wait("paused"), status.evolve(message=status.paused))
+    state = obs.analysis.get(BACKGROUND)
+    if state is not None and state.phase == "inconclusive":
+        reason = (
+            f"background analysis was inconclusive ({state.message}); "
+            "`conveyor promote` to continue or `conveyor abort` to roll back"
+        )
+        details: dict[str, object] = {"key": BACKGROUND, "message": state.message}
+        return _hold(status, reason, details, kind="analysis.inconclusive")
     step = steps[status.step_index]
     if isinstance(step, SetWeightStep):
         return _set_weight(spec, status, obs, now, step)
@@ -276,5 +287,6 @@ def pause(status: RolloutStatus, actor: str) -> RolloutStatus:
 
 
 def resume(status: RolloutStatus) -> RolloutStatus:
+    """Lift a manual pause; the progress clock restarts at the next tick (a pause is no stall)."""
     held = status.paused is not None and status.paused.startswith(MANUAL_PAUSE)
-    return status.evolve(paused=None) if held else status
+    return status.evolve(paused=None, progress_at=None) if held else status

@@ -51,6 +51,8 @@ def decide(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: flo
             (Event("instances.stopped", {"instances": list(ids), "why": "leftover"}),),
         )
     if status.phase in (Phase.PROGRESSING, Phase.VERIFYING):
+        if status.progress_at is None:  # the progress clock was restarted (resume)
+            status = status.evolve(progress_at=now)
         status, events = _note_ready(spec, status, obs, now)
         abort = detect_failure(spec, status, obs, now)
         if abort is not None:
@@ -72,12 +74,12 @@ def detect_failure(
 ) -> Abort | None:
     """The first rollback trigger that fires, with the evidence that fired it."""
     t = spec.triggers
-    crashing = [i for i in obs.new if i.restarts >= t.max_restarts]
+    crashing = [i for i in obs.new if crashes(i) >= t.max_restarts]
     if crashing:
-        worst = max(i.restarts for i in crashing)
+        worst = max(crashes(i) for i in crashing)
         return Abort(
             reason="crash-loop",
-            message=f"{len(crashing)} new instance(s) crashed and restarted {worst} time(s) "
+            message=f"{len(crashing)} new instance(s) crashed {worst} time(s) "
             f"(limit {t.max_restarts})",
             at=now,
             evidence={"instances": [_instance_evidence(i) for i in crashing]},
@@ -142,6 +144,15 @@ def _canary_holding(spec: RolloutSpec, status: RolloutStatus) -> bool:
     return holding(spec, status)
 
 
+def crashes(inst: InstanceObservation) -> int:
+    """Times an instance died: its restarts, plus the death it is waiting out right now.
+
+    Counting the exit rather than the restart that follows it decides a crash loop one
+    backoff delay sooner (a second crash is known the moment it happens).
+    """
+    return inst.restarts + (1 if inst.state in ("backoff", "failed") else 0)
+
+
 def begin_rollback(
     spec: RolloutSpec,
     status: RolloutStatus,
@@ -164,7 +175,10 @@ def begin_rollback(
     )
     target = f"r{spec.stable_revision}" if spec.stable_revision else "nothing (first release)"
     new_status = status.evolve(
-        phase=Phase.ROLLING_BACK, abort=abort, message=f"rolling back to {target}: {abort.message}"
+        phase=Phase.ROLLING_BACK,
+        abort=abort,
+        header_route=None,  # managed routes go with the weights (Argo: RemoveManagedRoutes)
+        message=f"rolling back to {target}: {abort.message}",
     )
     decision = _roll_back(spec, new_status, obs, now)
     if isinstance(decision.action, StopInstances):

@@ -100,7 +100,7 @@ def _publish(root: Path, host: str, port: int) -> None:
 
 
 async def serve(
-    config_file: Path, *, host: str = "127.0.0.1", port: int = 0, tick: float = 0.2
+    config_file: Path, *, host: str = "127.0.0.1", port: int = 0, tick: float = 0.1
 ) -> None:
     project = load_project(config_file)
     root = project.root
