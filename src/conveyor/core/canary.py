@@ -63,9 +63,10 @@ def canary(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: flo
             status,
             (Event("analysis.started", {"key": BACKGROUND, "template": background}),),
         )
-    if status.paused is not None and status.paused.startswith(MANUAL_PAUSE):
-        if status.promote is None:
-            return Decision(Wait("paused"), status.evolve(message=status.paused))
+    manual = status.paused is not None and status.paused.startswith(MANUAL_PAUSE)
+    if manual and status.promote is None:
+        assert status.paused is not None
+        return Decision(Wait("paused"), status.evolve(message=status.paused))
     if spec.stable_version is None or status.promote == "full" or status.step_index >= len(steps):
         # A first release has nothing to be compared with: like Argo, it skips the steps.
         return _promote_fully(spec, status, obs, now)
