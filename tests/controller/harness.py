@@ -79,7 +79,7 @@ def write_project(
     shutil.copytree(
         EXAMPLES / "catalog",
         root / "services" / "catalog",
-        ignore=shutil.ignore_patterns("__pycache__"),
+        ignore=shutil.ignore_patterns("__pycache__", ".mypy_cache", ".conveyor"),
     )
     path = root / "conveyor.yaml"
     path.write_text(

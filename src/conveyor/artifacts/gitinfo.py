@@ -34,7 +34,10 @@ def git_info(path: Path) -> GitInfo:
         return UNKNOWN
     commit = _git(path, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     branch = _git(path, "symbolic-ref", "--quiet", "--short", "HEAD")
-    status = _git(path, "status", "--porcelain", "--untracked-files=normal")
+    # Conveyor's own state (.conveyor/) is not the user's change.
+    status = _git(
+        path, "status", "--porcelain", "--untracked-files=normal", "--", ".", ":!.conveyor"
+    )
     return GitInfo(
         commit=commit or None,
         branch=branch or None,

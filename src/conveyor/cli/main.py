@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.markup import escape
 
 from conveyor import errors
 from conveyor.cli import render
@@ -160,7 +161,7 @@ def _build(ctx: Context, service: str, *, quiet: bool) -> Any:
     store = Store.open(os.environ.get("CONVEYOR_DATABASE_URL") or default_url(project.root))
     try:
         if not quiet:
-            render.console.print(f"building [bold]{service}[/] …")
+            render.console.print(f"building [bold]{escape(service)}[/] …")
         result = build_service(
             project.root, service, svc, store, ArtifactStore(project.root), actor=actor()
         )
@@ -209,7 +210,7 @@ def logs(ctx: Context, service: str, env: str, lines: int, as_json: bool) -> Non
         render.emit_json({"service": service, "env": env, "instances": out})
         return
     if not out:
-        render.console.print(f"no logs yet for {service} in {env}")
+        render.console.print(f"no logs yet for {service} in {env}", markup=False)
     for name, text in out.items():
         render.console.rule(name)
         for line in text:
@@ -481,7 +482,7 @@ def history(ctx: Context, service: str, env: str, limit: int, as_json: bool) -> 
     if as_json:
         render.emit_json(releases)
     elif not releases:
-        render.console.print(f"no releases of {service} in {env}")
+        render.console.print(f"no releases of {service} in {env}", markup=False)
     else:
         render.console.print(render.history_table(releases))
 

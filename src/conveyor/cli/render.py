@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from conveyor.errors import ConfigError, ConveyorError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+def _console(stderr: bool = False) -> Console:
+    """Wide and unwrapped when piped: file:line locations and digests must stay whole."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty()
+    return Console(stderr=stderr, highlight=False, soft_wrap=piped, width=160 if piped else None)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 PHASE_STYLE = {
     "succeeded": "green",
@@ -34,14 +44,16 @@ def error(exc: ConveyorError) -> None:
     if isinstance(exc, ConfigError):
         err_console.print(f"[bold red]error:[/] {len(exc.problems)} problem(s) in the config")
         for p in exc.problems:
-            where = p.file if p.line is None else f"{p.file}:{p.line}"
-            err_console.print(f"  [bold]{where}[/]  [cyan]{p.field}[/]: {p.message}", markup=True)
+            where = escape(p.file if p.line is None else f"{p.file}:{p.line}")
+            err_console.print(
+                f"  [bold]{where}[/]  [cyan]{escape(p.field)}[/]: {escape(p.message)}"
+            )
             if p.hint:
-                err_console.print(f"      [dim]hint:[/] {p.hint}")
+                err_console.print(f"      [dim]hint:[/] {escape(p.hint)}")
         return
-    err_console.print(f"[bold red]error:[/] {exc.message}")
+    err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
     if exc.hint:
-        err_console.print(f"[dim]hint:[/] {exc.hint}")
+        err_console.print(f"[dim]hint:[/] {escape(exc.hint)}")
 
 
 def phase(value: str) -> str:
@@ -73,9 +85,9 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> Table:
         if row.get("step"):
             rollout += f" step {row['step']}, {row['canary_percent']}% on canary"
         if row["phase"] not in ("succeeded",) or "warm" in row["message"]:
-            rollout += f"\n[dim]{row['message']}[/]"
+            rollout += f"\n[dim]{escape(row['message'])}[/]"
         for key, verdict in (row.get("analysis") or {}).items():
-            rollout += f"\n[dim]analysis {key}: {verdict}[/]"
+            rollout += f"\n[dim]analysis {escape(key)}: {escape(str(verdict))}[/]"
         ready = f"{row['ready']}/{row['desired']}"
         table.add_row(
             row["service"],
@@ -120,7 +132,8 @@ def event_line(event: Mapping[str, Any], start: float | None = None) -> str:
         if start is not None
         else time.strftime("%H:%M:%S", time.localtime(at))
     )
-    return f"[dim]{stamp}[/] [bold]{event['kind']}[/] {summarize(event['kind'], event['details'])}"
+    summary = escape(summarize(event["kind"], event["details"]))
+    return f"[dim]{stamp}[/] [bold]{event['kind']}[/] {summary}"
 
 
 def summarize(kind: str, details: Mapping[str, Any]) -> str:
@@ -136,10 +149,10 @@ def summarize(kind: str, details: Mapping[str, Any]) -> str:
         return f"{len(ids) if ids else details.get('count', '')} instance(s){extra}"
     if kind in ("traffic.switched", "traffic.shifted"):
         return f"weights {details.get('weights')}" + (
-            " [yellow](rollback)[/]" if details.get("rollback") else ""
+            " (rollback)" if details.get("rollback") else ""
         )
     if kind == "verification.failed":
-        return f"[red]{details.get('reason')}[/]: {details.get('message')}"
+        return f"{details.get('reason')}: {details.get('message')}"
     if kind in ("release.rolled_back", "release.failed", "release.succeeded"):
         return str(details.get("message") or f"in {details.get('duration_seconds')}s")
     if kind == "rollout.started":

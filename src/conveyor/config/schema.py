@@ -171,8 +171,8 @@ class RollbackConfig(_Model):
     window: PositiveDuration = Field(10.0, description="Sliding window for the error rate.")
     max_restarts: Count = Field(
         2,
-        ge=0,
-        description="Restarts of a new instance during a rollout that count as a crash loop.",
+        ge=1,
+        description="Crashes of a new instance during a rollout that count as a crash loop.",
     )
     verification: Duration = Field(
         15.0,

@@ -142,6 +142,7 @@ class Controller:
     async def rollback(
         self, service: str, env: str, to: int | None, *, actor: str
     ) -> ReleaseRecord:
+        self.check_names(service, env)
         active = self.store.active_release(service, env)
         if to is None and active is not None and Phase(active.phase).in_progress:
             return await (await self._driver(service, env)).abort(actor)
@@ -150,9 +151,11 @@ class Controller:
         return release
 
     async def control(self, service: str, env: str, action: str, *, actor: str) -> ReleaseRecord:
+        self.check_names(service, env)
         return await self.driver(service, env).control(action, actor)
 
     async def abort(self, service: str, env: str, *, actor: str) -> ReleaseRecord:
+        self.check_names(service, env)
         return await self.driver(service, env).abort(actor)
 
     async def retry(self, service: str, env: str, *, actor: str) -> ReleaseRecord:
@@ -227,6 +230,14 @@ class Controller:
                 )
             )
         return rows
+
+    def check_names(self, service: str | None, env: str | None) -> None:
+        """Unknown names are errors with suggestions, not empty answers."""
+        config = self.load_project().config
+        if service is not None:
+            config.service(service)
+        if env is not None:
+            config.environment(env)
 
     def driver(self, service: str, env: str) -> Driver:
         try:

@@ -107,6 +107,7 @@ def detect_failure(
     if (
         status.phase is Phase.PROGRESSING
         and status.progress_at is not None
+        and status.paused is None  # waiting for a human is not a stall
         and not (spec.strategy.kind == "canary" and _canary_holding(spec, status))
     ):
         stalled = now - status.progress_at

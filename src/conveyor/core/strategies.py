@@ -145,6 +145,15 @@ def blue_green(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now:
                 ),
                 (Event("preview.failed", {"detail": obs.preview.detail, "failures": failures}),),
             )
+    if not spec.strategy.auto_promote and status.promote is None:
+        reason = "new version ready and verified on the preview; `conveyor promote` to switch"
+        if status.paused == reason:
+            return Decision(Wait("awaiting promotion"), status)
+        return Decision(
+            Wait("awaiting promotion"),
+            status.evolve(paused=reason, message=reason),
+            (Event("rollout.paused", {"reason": reason}),),
+        )
     return switch(spec, status, now, preview=obs.preview.detail if obs.preview else None)
 
 
@@ -179,6 +188,8 @@ def switch(
         SetWeights(weights),
         status.evolve(
             phase=Phase.VERIFYING,
+            paused=None,
+            promote=None,
             weights=weights,
             switched_at=now,
             verify_until=now + spec.triggers.verification,

@@ -45,6 +45,7 @@ def create_app(
 
     async def status(request: Request) -> Response:
         env = request.query_params.get("env")
+        controller.check_names(None, env)
         return JSONResponse({"services": [row.to_json() for row in controller.status(env)]})
 
     async def create_release(request: Request) -> Response:
@@ -65,6 +66,7 @@ def create_app(
     async def history(request: Request) -> Response:
         service = _query(request, "service")
         env = _query(request, "env")
+        controller.check_names(service, env)
         limit = int(request.query_params.get("limit", "50"))
         return JSONResponse(
             {"releases": [release_json(r) for r in store.releases(service, env, limit)]}

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from conveyor.errors import ServerUnavailable
-from conveyor.server.runner import read_server_file, state_dir
+from conveyor.server.files import read_server_file, state_dir
 
 
 def server_url(root: Path) -> str | None:

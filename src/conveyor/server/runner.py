@@ -21,7 +21,6 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 
@@ -31,29 +30,12 @@ from conveyor.controller.controller import Controller
 from conveyor.errors import Conflict
 from conveyor.runtime.local import LocalTarget
 from conveyor.server.api import create_app
+from conveyor.server.files import server_file, state_dir
 from conveyor.store.engine import default_url
 from conveyor.store.repository import Store
 from conveyor.traffic.builtin import BuiltinRouter
 
 log = logging.getLogger("conveyor.server")
-
-
-def state_dir(root: Path) -> Path:
-    path = root / ".conveyor"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def server_file(root: Path) -> Path:
-    return state_dir(root) / "server.json"
-
-
-def read_server_file(root: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(server_file(root).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 class ServerLock:
