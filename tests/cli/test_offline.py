@@ -157,13 +157,6 @@ def test_build_is_reproducible_and_records_provenance(tmp_path: Path) -> None:
     assert len(_artifacts(root)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG artifacts/gitinfo.py: `git status` counts Conveyor's own untracked .conveyor/ "
-    "(state.db is created before provenance is read), so every build of a clean commit is "
-    "recorded dirty=true unless the user gitignores .conveyor. Fix: exclude it from the "
-    "status pathspec (':(exclude).conveyor') or write .conveyor/.gitignore containing '*'",
-)
 def test_build_of_a_clean_commit_is_not_dirty(tmp_path: Path) -> None:
     write_project(tmp_path, project="cli-clean")
     init_repo(tmp_path)

@@ -341,12 +341,6 @@ def test_missing_file_option(tmp_path: Path) -> None:
     assert "no such file" in result.stderr and "check --file" in result.stderr, result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG cli/render.py: user text (fields, messages, names) is printed as rich markup; "
-    "'[/x]' raises MarkupError (a traceback, exit 1) and '[bold]x' is shown as 'x'. "
-    "Fix: rich.markup.escape() every user-supplied string in render.error (and tables)",
-)
 @pytest.mark.parametrize(
     ("how", "code"),
     [("config-key", 2), ("service-argument", 3)],
@@ -362,12 +356,6 @@ def test_user_text_is_not_rich_markup(tmp_path: Path, how: str, code: int) -> No
     assert "'[/x]'" in result.stderr, result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG cli/render.py: Console() wraps at 80 columns when output is not a terminal "
-    "(CI logs, pipes), splitting long file:line locations, digests and status addresses; "
-    "fix: Console(soft_wrap=True) or width=None-equivalent when not is_terminal",
-)
 def test_error_location_is_not_wrapped_when_piped(tmp_path: Path) -> None:
     deep = tmp_path / "a-project-directory-with-a-long-name" / "and-another-level-below-it"
     deep.mkdir(parents=True)

@@ -36,7 +36,13 @@ def git_info(path: Path) -> GitInfo:
     branch = _git(path, "symbolic-ref", "--quiet", "--short", "HEAD")
     # Conveyor's own state (.conveyor/) is not the user's change.
     status = _git(
-        path, "status", "--porcelain", "--untracked-files=normal", "--", ".", ":!.conveyor"
+        path,
+        "status",
+        "--porcelain",
+        "--untracked-files=normal",
+        "--",
+        ":(top)",
+        ":(top,exclude,glob)**/.conveyor/**",
     )
     return GitInfo(
         commit=commit or None,
