@@ -194,17 +194,24 @@ class MetricResult:
         return self.measurements[-1] if self.measurements else None
 
 
-class Assessment(NamedTuple):
-    """A phase and the sentence that explains it (shown to the reviewer and in the ledger)."""
+class Judgement(NamedTuple):
+    """A measured value's phase and the sentence that explains it."""
 
-    phase: str
+    phase: MeasurementPhase
+    message: str
+
+
+class Assessment(NamedTuple):
+    """A metric's phase and the sentence that explains it (for the reviewer and the ledger)."""
+
+    phase: MetricPhase
     message: str
 
 
 # -- one value ------------------------------------------------------------------------------
 
 
-def evaluate(spec: MetricSpec, value: object, *, sample_size: int | None = None) -> Assessment:
+def evaluate(spec: MetricSpec, value: object, *, sample_size: int | None = None) -> Judgement:
     """Judge one measured value: Argo's ``EvaluateResult`` plus the no-data rules.
 
     With both conditions, a value matching neither is inconclusive; with only a success
@@ -212,24 +219,24 @@ def evaluate(spec: MetricSpec, value: object, *, sample_size: int | None = None)
     succeeds; with neither, any value succeeds.
     """
     if sample_size is not None and sample_size < spec.min_sample:
-        return Assessment(
+        return Judgement(
             "inconclusive", f"only {sample_size} samples, {spec.min_sample} needed to judge"
         )
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return Assessment("inconclusive", "no data")
+        return Judgement("inconclusive", "no data")
     try:
         success = _condition(spec.success_condition, value)
         failure = _condition(spec.failure_condition, value)
     except ExpressionError as error:
-        return Assessment("error", error.message)
+        return Judgement("error", error.message)
     shown = _show(value)
     if failure:
-        return Assessment("failed", f"result {shown} matched {spec.failure_condition!r}")
+        return Judgement("failed", f"result {shown} matched {spec.failure_condition!r}")
     if success is False and failure is None:
-        return Assessment("failed", f"result {shown} missed {spec.success_condition!r}")
+        return Judgement("failed", f"result {shown} missed {spec.success_condition!r}")
     if success is not False:
-        return Assessment("successful", f"result {shown}")
-    return Assessment("inconclusive", f"result {shown} matched neither condition")
+        return Judgement("successful", f"result {shown}")
+    return Judgement("inconclusive", f"result {shown} matched neither condition")
 
 
 def _condition(text: str | None, value: object) -> bool | None:
@@ -287,7 +294,7 @@ def assess_metric(
 def metric_phase(
     spec: MetricSpec, result: MetricResult, *, terminating: bool = False
 ) -> MetricPhase:
-    return cast(MetricPhase, assess_metric(spec, result, terminating=terminating).phase)
+    return assess_metric(spec, result, terminating=terminating).phase
 
 
 def _over(value: int, limit: int) -> bool:
