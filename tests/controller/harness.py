@@ -30,6 +30,23 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "shop" / "services
 
 CONFIG = """\
 project: {project}
+analysis:
+  errors:
+    metrics:
+      - name: error-rate
+        provider: builtin
+        query: error_rate
+        interval: 1s
+        count: 3
+        min_sample: 30
+        failure_condition: "result > 0.05"
+  compare:
+    metrics:
+      - name: errors-vs-stable
+        provider: builtin
+        query: compare_error_rate
+        interval: 1s
+        count: 4
 rollback:
   error_rate: 5%
   min_requests: 20
@@ -63,6 +80,7 @@ environments:
         steps: {canary_steps}
         scale_down_delay: {scale_down_delay}
     progress_deadline: {deadline}
+    rollback: {{error_rate: {canary_error_rate}}}
 """
 
 
@@ -75,6 +93,7 @@ def write_project(
     scale_down_delay: str = "30s",
     project: str = "shoptest",
     canary_steps: str = "[{set_weight: 20}, {pause: 1s}, {set_weight: 50}, {pause: {}}]",
+    canary_error_rate: str = "5%",
 ) -> Path:
     shutil.copytree(
         EXAMPLES / "catalog",
@@ -86,6 +105,7 @@ def write_project(
         CONFIG.format(
             project=project,
             canary_steps=canary_steps,
+            canary_error_rate=canary_error_rate,
             instances=instances,
             verification=verification,
             deadline=deadline,

@@ -97,3 +97,57 @@ def test_manual_abort_and_retry(tmp_path: Path, database_url: str) -> None:
             assert (await s.wait(r3)).phase == "succeeded"
 
     run(scenario())
+
+
+ANALYSED = "[{set_weight: 30}, {analysis: errors}, {set_weight: 100}]"
+
+
+@pytest.mark.parametrize(("fault", "expected"), [(None, "succeeded"), ("0.3", "rolled_back")])
+def test_analysis_step_judges_the_canary_from_router_metrics(
+    tmp_path: Path, database_url: str, fault: str | None, expected: str
+) -> None:
+    async def scenario() -> None:
+        # The environment's own error-rate trigger is set high so the analysis decides.
+        async with stack(
+            tmp_path,
+            database_url,
+            canary_steps=ANALYSED,
+            canary_error_rate="90%",
+            verification="1s",
+        ) as s:
+            await s.wait(await s.deploy("canary", s.build("v1")))
+            load = LoadGenerator("127.0.0.1", s.port("canary"), rate=200, connections=4)
+            await load.start()
+            overrides = {"FAULT_ERROR_RATE": fault} if fault else None
+            r2 = await s.wait(await s.deploy("canary", s.build("v2"), overrides=overrides))
+            await load.stop()
+            assert r2.phase == expected, r2.status
+            events = s.store.events(release_id=r2.id)
+            measured = [e for e in events if e.kind == "analysis.measured"]
+            assert measured, [e.kind for e in events]
+            assert all("phase" in e.details and "evidence" in e.details for e in measured)
+            if expected == "rolled_back":
+                assert r2.status["abort"]["reason"] == "analysis-failed"
+                assert r2.status["analysis"]["step-1"]["phase"] == "failed"
+                assert {i.revision for i in s.instances("canary")} == {1}
+            else:
+                assert r2.status["analysis"]["step-1"]["phase"] == "successful"
+
+    run(scenario())
+
+
+def test_a_canary_without_traffic_is_held_not_judged(tmp_path: Path, database_url: str) -> None:
+    async def scenario() -> None:
+        async with stack(tmp_path, database_url, canary_steps=ANALYSED) as s:
+            await s.wait(await s.deploy("canary", s.build("v1")))
+            r2 = await s.deploy("canary", s.build("v2"))  # nobody calls the service
+            status = await _until(s, r2.id, lambda r: r.status.get("paused"), timeout=30)
+            assert "inconclusive" in status["paused"]
+            current = s.store.get_release(r2.id)
+            assert current.phase == "progressing"  # held: neither passed nor failed
+            kinds = s.kinds(r2)
+            assert "analysis.inconclusive" in kinds
+            await s.controller.control("catalog", "canary", "promote", actor="carol")
+            assert (await s.wait(r2)).phase == "succeeded"
+
+    run(scenario())

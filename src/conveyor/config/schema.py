@@ -33,8 +33,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from conveyor.config.analysis import AnalysisTemplateConfig
 from conveyor.config.durations import (
     Count,
     Duration,
@@ -542,6 +543,10 @@ class ProjectConfig(_Model):
         default_factory=RollbackConfig,
         description="When a new version is rolled back automatically, in every environment.",
     )
+    analysis: dict[str, AnalysisTemplateConfig] = Field(
+        default_factory=dict,
+        description="Analysis templates canary steps name: metrics, providers, conditions.",
+    )
     services: dict[Slug, ServiceConfig] = Field(
         min_length=1, description="The deployable services, keyed by name."
     )
@@ -570,6 +575,28 @@ class ProjectConfig(_Model):
             for name, override in env.services.items()
         ]
         problems = reference_errors(services, overrides)
+        templates = info.data.get("analysis")
+        if templates is not None:
+            for env_name, env in environments.items():
+                if not isinstance(env.strategy, CanaryStrategy):
+                    continue
+                for name in env.strategy.analysis_names():
+                    if name not in templates:
+                        problems.append(
+                            InitErrorDetails(
+                                type=PydanticCustomError(
+                                    "unknown_template",
+                                    "unknown analysis template '{name}'; {hint}",
+                                    {
+                                        "name": name,
+                                        "hint": choose_hint(name, templates, "analysis templates")
+                                        or "declare it under analysis:",
+                                    },
+                                ),
+                                loc=(env_name, "strategy", "canary"),
+                                input=name,
+                            )
+                        )
         if problems:
             raise ValidationError.from_exception_data("environments", problems)
         return environments

@@ -266,6 +266,8 @@ class Controller:
             clock=self.clock,
             tick=self.tick,
             on_superseded=self._supersede,
+            templates=lambda: self.load_project().config.analysis,
+            workdir=project.root,
         )
         self._drivers[key] = driver
         self._tasks[key] = asyncio.create_task(driver.run(), name=f"driver:{service}/{env}")

@@ -17,12 +17,15 @@ import dataclasses
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from conveyor.artifacts.store import ArtifactStore
+from conveyor.config.analysis import AnalysisTemplateConfig
 from conveyor.controller import specs
+from conveyor.controller.analyses import ReleaseAnalyses
 from conveyor.core import canary, rollout
 from conveyor.core.model import HeaderRoute, InstanceObservation, RouteTable, VersionCounters
 from conveyor.core.state import (
@@ -34,6 +37,7 @@ from conveyor.core.state import (
     PreviewCheck,
     RolloutSpec,
     RolloutStatus,
+    RunAnalysis,
     SetWeights,
     StartInstances,
     StopInstances,
@@ -66,6 +70,8 @@ class Driver:
         clock: Callable[[], float],
         tick: float = 0.1,
         on_superseded: Callable[[ReleaseRecord], None] | None = None,
+        templates: Callable[[], Mapping[str, AnalysisTemplateConfig]] = dict,
+        workdir: Path | None = None,
     ) -> None:
         self.project_name = project_name
         self.service = service
@@ -78,6 +84,14 @@ class Driver:
         self.clock = clock
         self.tick = tick
         self.on_superseded = on_superseded
+        self.analyses = ReleaseAnalyses(
+            service=service,
+            env=env,
+            router=router,
+            templates=templates,
+            clock=clock,
+            workdir=workdir,
+        )
         self._superseded_checked: int | None = None
         self.draining: set[str] = set()
         self._samples: deque[tuple[float, VersionCounters]] = deque()
@@ -136,9 +150,11 @@ class Driver:
                 return
             spec = self._spec(release)
             status = RolloutStatus.from_json(release.status)
+            self.analyses.load(release, spec)
+            measured = await self.analyses.step()
             obs = self._observe(spec, status, instances)
             decision = rollout.decide(spec, status, obs, self.clock())
-            await self._carry_out(release, spec, decision)
+            await self._carry_out(release, spec, decision, measured=measured)
 
     async def abort(self, actor: str) -> ReleaseRecord:
         """Manual rollback of the release in progress (same path as an automatic one)."""
@@ -153,6 +169,7 @@ class Driver:
                 return release
             spec = self._spec(release)
             status = RolloutStatus.from_json(release.status)
+            self.analyses.load(release, spec)
             instances = self.target.observe(self.service, self.env)
             obs = self._observe(spec, status, instances)
             decision = rollout.manual_abort(spec, status, obs, actor, self.clock())
@@ -220,6 +237,7 @@ class Driver:
             others=others,
             traffic=self._traffic(spec),
             preview=preview,
+            analysis=self.analyses.states(),
         )
 
     def _traffic(self, spec: RolloutSpec) -> Any:
@@ -274,10 +292,18 @@ class Driver:
         decision: Decision,
         *,
         actor: str = ACTOR,
+        measured: list[NewEvent] | None = None,
     ) -> ReleaseRecord:
         extra = await self._act(release, spec, decision.action, decision.status)
-        events = [NewEvent(e.kind, {**e.details, **extra.get(e.kind, {})}) for e in decision.events]
+        events = [
+            *(measured or []),
+            *(NewEvent(e.kind, {**e.details, **extra.get(e.kind, {})}) for e in decision.events),
+        ]
+        if decision.status.phase.terminal:
+            self.analyses.terminate()
         new_status = decision.status.to_json()
+        if self.analyses.runs:
+            new_status["analysis"] = self.analyses.to_json()
         if new_status == dict(release.status) and not events:
             return release
         updated = self.store.update_release(
@@ -311,6 +337,9 @@ class Driver:
             return {"instances.started": {"instances": started, "revision": source.revision}}
         if isinstance(action, StopInstances):
             await self._stop(list(action.instance_ids), specs.drain_timeout(release))
+            return {}
+        if isinstance(action, RunAnalysis):
+            self.analyses.start(release, spec, action.key, action.template)
             return {}
         if isinstance(action, CheckPreview):
             self._preview = await self._check_preview(release)

@@ -29,6 +29,9 @@ class TrafficRouter(Protocol):
     def counters(self, service: str, env: str) -> dict[str, VersionCounters]:
         """Cumulative counters per version since this router started."""
 
+    def latency_samples(self, service: str, env: str, version: str) -> tuple[float, ...]:
+        """Recent response times of a version in seconds (bounded); empty if not kept."""
+
     def prometheus_text(self) -> str:
         """All counters of every route in Prometheus text exposition format."""
 

@@ -42,12 +42,6 @@ SILENT = ("",)
 ADDRESS_CHANGED = ("IP changed", "no need to change", "port changed")
 
 
-def succeeded(command: Command, output: str) -> bool:
-    """Whether HAProxy's answer to ``command`` means it worked (errors are free text)."""
-    answer = output.strip()
-    return any(answer == ok if not ok else answer.startswith(ok) for ok in command.accepts)
-
-
 def safe_name(text: str) -> str:
     """``text`` as a legal HAProxy proxy or server name, still unique if it had to change.
 
@@ -156,6 +150,12 @@ class Command:
 
     text: str
     accepts: tuple[str, ...] = SILENT
+
+
+def succeeded(command: Command, output: str) -> bool:
+    """Whether HAProxy's answer to ``command`` means it worked (errors are free text)."""
+    answer = output.strip()
+    return any(answer == ok if not ok else answer.startswith(ok) for ok in command.accepts)
 
 
 def transition(

@@ -178,10 +178,10 @@ def worker_view(
         if row.is_backend:
             backend_econ[row.proxy] = backend_econ.get(row.proxy, 0) + row.tally.econ
             continue
-        version = versions.get((row.proxy, row.server))
-        if version is None:
+        server_version = versions.get((row.proxy, row.server))
+        if server_version is None:
             continue
-        add_into(routes.setdefault(route, {}), version, row.tally)
+        add_into(routes.setdefault(route, {}), server_version, row.tally)
         server_econ[row.proxy] = server_econ.get(row.proxy, 0) + row.tally.econ
     for backend, econ in backend_econ.items():
         unrouted = econ - server_econ.get(backend, 0)

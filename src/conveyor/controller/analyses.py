@@ -1,0 +1,127 @@
+"""The analysis runs of one release, as the driver keeps them between ticks.
+
+Runs are created when the core asks (`RunAnalysis`), stepped every tick (each provider is
+called only when its metric is due), and stored beside the rollout status after every
+measurement, so a restarted controller resumes them where they were instead of judging a
+canary twice. Every measurement also goes on the ledger, with its sample sizes and verdict:
+that is the evidence an abort or a promotion is shown with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from conveyor.analysis.base import AnalysisContext, MetricProvider, RouteView
+from conveyor.analysis.providers import default_providers
+from conveyor.analysis.runner import AnalysisRun
+from conveyor.config.analysis import AnalysisTemplateConfig
+from conveyor.core.state import AnalysisState, RolloutSpec
+from conveyor.errors import NotFound
+from conveyor.store.records import NewEvent, ReleaseRecord
+from conveyor.traffic.base import TrafficRouter
+
+
+class ReleaseAnalyses:
+    def __init__(
+        self,
+        *,
+        service: str,
+        env: str,
+        router: TrafficRouter,
+        templates: Callable[[], Mapping[str, AnalysisTemplateConfig]],
+        clock: Callable[[], float],
+        workdir: Path | None,
+    ) -> None:
+        self.service = service
+        self.env = env
+        self.router = router
+        self.templates = templates
+        self.clock = clock
+        self.workdir = workdir
+        self.providers: dict[str, MetricProvider] = default_providers()
+        self.runs: dict[str, AnalysisRun] = {}
+        self.release_id: int | None = None
+
+    def load(self, release: ReleaseRecord, spec: RolloutSpec) -> None:
+        """Adopt the runs stored with `release` (after a restart, or a new release)."""
+        if self.release_id == release.id:
+            return
+        self.release_id = release.id
+        self.runs = {}
+        for key, stored in (release.status.get("analysis") or {}).items():
+            context = self._context(release, spec, key)
+            self.runs[key] = AnalysisRun.from_json(stored["run"], self.providers, context)
+
+    def start(self, release: ReleaseRecord, spec: RolloutSpec, key: str, template: str) -> None:
+        if key in self.runs:
+            return
+        templates = self.templates()
+        if template not in templates:
+            raise NotFound(
+                f"analysis template '{template}' is not declared in conveyor.yaml",
+                hint="declare it under analysis:, or change the canary step",
+            )
+        context = self._context(release, spec, key)
+        metrics = templates[template].metric_specs(context.args)
+        self.runs[key] = AnalysisRun(metrics, self.providers, context, started_at=self.clock())
+
+    async def step(self) -> list[NewEvent]:
+        """Measure what is due; ledger events for every measurement taken."""
+        events: list[NewEvent] = []
+        now = self.clock()
+        for key, run in self.runs.items():
+            for measurement in await run.step(now):
+                events.append(
+                    NewEvent(
+                        "analysis.measured",
+                        {"run": key, **measurement.to_json()},
+                    )
+                )
+            summary = run.summary()
+            if events and summary.phase != "running":
+                events.append(
+                    NewEvent(
+                        f"analysis.{summary.phase}",
+                        {"run": key, "message": summary.message, "evidence": summary.evidence},
+                    )
+                )
+        return events
+
+    def terminate(self) -> None:
+        for run in self.runs.values():
+            run.terminate()
+
+    def states(self) -> dict[str, AnalysisState]:
+        states = {}
+        for key, run in self.runs.items():
+            summary = run.summary()
+            states[key] = AnalysisState(summary.phase, summary.message, summary.evidence)
+        return states
+
+    def to_json(self) -> dict[str, Any]:
+        out = {}
+        for key, run in self.runs.items():
+            summary = run.summary()
+            out[key] = {"run": run.to_json(), "phase": summary.phase, "summary": summary.message}
+        return out
+
+    def _context(self, release: ReleaseRecord, spec: RolloutSpec, key: str) -> AnalysisContext:
+        args = {
+            "service": self.service,
+            "env": self.env,
+            "canary_version": spec.version,
+            "stable_version": spec.stable_version or "",
+            "canary_revision": str(release.revision),
+            "stable_revision": str(spec.stable_revision or ""),
+        }
+        return AnalysisContext(
+            run_id=f"{self.service}/{self.env}/r{release.revision}/{key}",
+            args=args,
+            canary_version=spec.version,
+            stable_version=spec.stable_version,
+            router=RouteView(self.router, self.service, self.env),
+            clock=self.clock,
+            workdir=self.workdir,
+        )
