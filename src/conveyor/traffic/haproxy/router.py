@@ -56,6 +56,7 @@ from conveyor.traffic.haproxy.stats import StatRow, Tally, add_into, merge, pars
 log = logging.getLogger(__name__)
 
 _STAT = "show stat -1 6 -1"  # backends and servers of every proxy
+_MAX_BACKOFF = 5.0
 
 
 @dataclass
@@ -385,16 +386,23 @@ class HAProxyRouter:
         self._live[backend] = wanted
 
     async def _sweep(self) -> None:
-        """Finish drains, follow old workers, and heal: a few times a second."""
+        """Finish drains, follow old workers, and heal: a few times a second.
+
+        A failing round (HAProxy cannot start: its port was taken meanwhile) is retried
+        with exponential backoff, up to a few seconds, so it neither spins nor gives up.
+        """
+        failures = 0
         while True:
-            await asyncio.sleep(self._sweep_interval)
+            await asyncio.sleep(min(_MAX_BACKOFF, self._sweep_interval * 2**failures))
             try:
                 async with self._lock:
                     await self._sweep_once()
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("HAProxy router maintenance failed; retrying")
+                failures = min(failures + 1, 10)
+                log.exception("HAProxy router maintenance failed; will retry")
 
     async def _sweep_once(self) -> None:
         if not self._master.running():
@@ -409,9 +417,13 @@ class HAProxyRouter:
             await self._reload()
             return
         # Poll every worker: a crash, or a replaced worker's exit, loses only what happened
-        # since the last poll.
-        self._refreshed()
-        if any(s.draining for servers in self._live.values() for s in servers.values()):
+        # since the last poll. Drains move on only from rows read in this very round.
+        fresh = self._current is not None and self._refresh(
+            self._current, self._master.stats(_STAT)
+        )
+        self._refreshed(current=False)
+        draining = any(s.draining for servers in self._live.values() for s in servers.values())
+        if fresh and draining:
             self._finish_drains()
         if self._retired:
             alive = set(self._master.procs().old_workers)
@@ -442,17 +454,18 @@ class HAProxyRouter:
 
     # -- counters ------------------------------------------------------------------------
 
-    def _refresh(self, worker: _Worker, text: str) -> None:
+    def _refresh(self, worker: _Worker, text: str) -> bool:
         if not text.startswith("# pxname"):
-            return  # not a stats answer: the worker is gone, keep its last view
+            return False  # not a stats answer: the worker is gone, keep its last view
         worker.rows = parse_stat(text)
         view = worker_view(worker.rows, self._backends, self._versions, worker.deleted, NO_VERSION)
         worker.view = {route: dict(v) for route, v in view.routes.items()}
+        return True
 
-    def _refreshed(self) -> list[_Worker]:
+    def _refreshed(self, current: bool = True) -> list[_Worker]:
         """Every worker with fresh rows (old workers through the master socket)."""
         workers: list[_Worker] = []
-        if self._current is not None and self._master.running():
+        if current and self._current is not None and self._master.running():
             with contextlib.suppress(SocketError):
                 self._refresh(self._current, self._master.stats(_STAT))
             workers.append(self._current)
