@@ -77,9 +77,9 @@ class Backend:
                 if not head:
                     break
                 self.served += 1
+                failing = self.error_every and self.served % self.error_every == 0
                 if self.delay:
                     await asyncio.sleep(self.delay)
-                failing = self.error_every and self.served % self.error_every == 0
                 status = b"500 Internal Server Error" if failing else b"200 OK"
                 body = self.version.encode()
                 writer.write(

@@ -126,18 +126,17 @@ class BuiltinProvider:
     def _base(
         self, key: tuple[str, str], query: str, context: AnalysisContext, now: _Snapshot
     ) -> _Snapshot:
+        """Where this window starts; zero (the router's start) once counters went backwards."""
+        zero = _Snapshot(0.0, {version: _Count() for version in now.versions})
+        last = self._last.get(key)
+        if query not in COMPARISONS and last is not None and last.fits(now):
+            return last
         previous = context.previous.evidence if context.previous is not None else {}
-        field = "base" if query in COMPARISONS else "end"
-        candidates = [
-            _Snapshot.from_json(previous.get(field)),
-            self._begun.get(key),
-        ]
-        if query not in COMPARISONS:
-            candidates.insert(0, self._last.get(key))
-        for candidate in candidates:
-            if candidate is not None and candidate.fits(now):
-                return candidate
-        return _Snapshot(0.0, {v: _Count() for v in now.versions})
+        stored = _Snapshot.from_json(previous.get("base" if query in COMPARISONS else "end"))
+        if stored is not None:
+            return stored if stored.fits(now) else zero
+        begun = self._begun.get(key)
+        return begun if begun is not None and begun.fits(now) else zero
 
 
 def _remember(
