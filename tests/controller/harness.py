@@ -25,6 +25,7 @@ from conveyor.runtime.local import LocalTarget
 from conveyor.store.records import ReleaseRecord
 from conveyor.store.repository import Store
 from conveyor.traffic.builtin import BuiltinRouter
+from conveyor.traffic.haproxy import HAProxyRouter
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "shop" / "services"
 
@@ -81,6 +82,13 @@ environments:
         scale_down_delay: {scale_down_delay}
     progress_deadline: {deadline}
     rollback: {{error_rate: {canary_error_rate}}}
+  haproxy:
+    router: haproxy
+    strategy:
+      canary:
+        steps: [{{set_weight: 20}}, {{pause: {{}}}}]
+        scale_down_delay: {scale_down_delay}
+    progress_deadline: {deadline}
 """
 
 
@@ -185,6 +193,7 @@ async def stack(root: Path, database_url: str, **config: Any) -> AsyncIterator[S
         artifacts=artifacts,
         target=LocalTarget(root / ".conveyor" / "runtime"),
         router=BuiltinRouter(),
+        routers={"haproxy": lambda: HAProxyRouter(root / ".conveyor" / "routers")},
         tick=0.1,
     )
     await controller.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 
@@ -149,5 +150,43 @@ def test_a_canary_without_traffic_is_held_not_judged(tmp_path: Path, database_ur
             assert "analysis.inconclusive" in kinds
             await s.controller.control("catalog", "canary", "promote", actor="carol")
             assert (await s.wait(r2)).phase == "succeeded"
+
+    run(scenario())
+
+
+@pytest.mark.skipif(not shutil.which("haproxy"), reason="apt-get install haproxy")
+def test_canary_through_haproxy_weights_abort_and_promotion(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The same canary on HAProxy: the split users see, an abort, a promotion, no failures."""
+
+    async def scenario() -> None:
+        async with stack(tmp_path, database_url, verification="1s") as s:
+            await s.wait(await s.deploy("haproxy", s.build("v1")))
+            load = LoadGenerator("127.0.0.1", s.port("haproxy"), rate=200, connections=4)
+            await load.start()
+            r2 = await s.deploy("haproxy", s.build("v2"))
+            await _until(s, r2.id, lambda r: r.status.get("paused"))
+            mark = load.snapshot()
+            await asyncio.sleep(3.0)
+            seen = load.versions_since(mark)
+            share = seen.get("2", 0) / max(1, sum(seen.values()))
+            assert 0.10 < share < 0.30, seen  # set_weight: 20
+            await s.controller.abort("catalog", "haproxy", actor="dana")
+            aborted = await s.wait(r2)
+            assert aborted.phase == "rolled_back"
+            mark = load.snapshot()
+            await asyncio.sleep(1.0)
+            assert set(load.versions_since(mark)) == {"1"}  # every user back on stable
+            r3 = await s.controller.retry("catalog", "haproxy", actor="dana")
+            await _until(s, r3.id, lambda r: r.status.get("paused"))
+            await s.controller.control("catalog", "haproxy", "promote_full", actor="dana")
+            assert (await s.wait(r3)).phase == "succeeded"
+            mark = load.snapshot()
+            await asyncio.sleep(1.0)
+            report = await load.stop()
+            assert set(load.versions_since(mark)) == {"3"}
+            assert report.failed == 0, report.errors
+            assert "conveyor_router_requests_total" in s.controller.prometheus_text()
 
     run(scenario())

@@ -476,7 +476,11 @@ class EnvironmentConfig(_Model):
     """A named place a release runs in; environments are promoted in the order declared."""
 
     target: Literal["local"] = Field("local", description="Where instances run.")
-    router: Literal["builtin"] = Field("builtin", description="What splits traffic.")
+    router: Literal["builtin", "haproxy"] = Field(
+        "builtin",
+        description="What splits traffic: the built-in router, or HAProxy (from its package) "
+        "driven through its runtime API.",
+    )
     strategy: Annotated[
         StrategyConfig, BeforeValidator(_strategy_form), WithJsonSchema(_strategy_json_schema())
     ] = Field(default_factory=RollingStrategy)
@@ -489,6 +493,21 @@ class EnvironmentConfig(_Model):
     rollback: RollbackConfig | None = Field(
         None, description="Overrides of the project's rollback triggers, field by field."
     )
+
+    @model_validator(mode="after")
+    def _router_can_route(self) -> EnvironmentConfig:
+        strategy = self.strategy
+        if (
+            self.router == "haproxy"
+            and isinstance(strategy, CanaryStrategy)
+            and any(isinstance(s, HeaderRouteStepConfig) for s in strategy.steps)
+        ):
+            raise invalid(
+                "set_header_route steps need the builtin router; the haproxy router "
+                "does not route by header yet",
+                "use router: builtin for this environment, or drop the header route step",
+            )
+        return self
 
 
 def reference_errors(

@@ -90,6 +90,7 @@ class Controller:
         artifacts: ArtifactStore,
         target: Target,
         router: TrafficRouter,
+        routers: Mapping[str, Callable[[], TrafficRouter]] | None = None,
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
         tick: float = 0.1,
@@ -98,7 +99,9 @@ class Controller:
         self.store = store
         self.artifacts = artifacts
         self.target = target
-        self.router = router
+        self.router = router  # the builtin one; others are created when an environment asks
+        self._router_factories = dict(routers or {})
+        self._routers: dict[str, TrafficRouter] = {"builtin": router}
         self.clock = clock
         self.host = host
         self.tick = tick
@@ -121,7 +124,8 @@ class Controller:
                 await task
         self._tasks.clear()
         self._drivers.clear()
-        await self.router.close()
+        for router in self._routers.values():
+            await router.close()
         await self.target.close(stop_instances=stop_instances)
 
     # --- operations -------------------------------------------------------------------
@@ -231,6 +235,20 @@ class Controller:
             )
         return rows
 
+    def router_for(self, kind: str) -> TrafficRouter:
+        if kind not in self._routers:
+            factory = self._router_factories.get(kind)
+            if factory is None:
+                raise NotFound(
+                    f"no {kind} router is available in this server",
+                    hint="use router: builtin, or run `conveyor server` where it is installed",
+                )
+            self._routers[kind] = factory()
+        return self._routers[kind]
+
+    def prometheus_text(self) -> str:
+        return "".join(router.prometheus_text() for router in self._routers.values())
+
     def check_names(self, service: str | None, env: str | None) -> None:
         """Unknown names are errors with suggestions, not empty answers."""
         config = self.load_project().config
@@ -252,8 +270,9 @@ class Controller:
         if key in self._drivers:
             return self._drivers[key]
         address = self._address(service, env)
-        await self.router.serve(service, env, address.host, address.port, address.preview_port)
         project = self.load_project()
+        router = self.router_for(project.config.environment(env).router)
+        await router.serve(service, env, address.host, address.port, address.preview_port)
         driver = Driver(
             project_name=project.config.project,
             service=service,
@@ -262,7 +281,7 @@ class Controller:
             store=self.store,
             artifacts=self.artifacts,
             target=self.target,
-            router=self.router,
+            router=router,
             clock=self.clock,
             tick=self.tick,
             on_superseded=self._supersede,

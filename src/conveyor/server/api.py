@@ -111,7 +111,7 @@ def create_app(
         return JSONResponse({"events": [event_json(e) for e in rows]})
 
     async def metrics(request: Request) -> Response:
-        text = controller.router.prometheus_text()
+        text = controller.prometheus_text()
         if metrics_extra is not None:
             text += metrics_extra()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -34,6 +34,7 @@ from conveyor.server.files import server_file, state_dir
 from conveyor.store.engine import default_url
 from conveyor.store.repository import Store
 from conveyor.traffic.builtin import BuiltinRouter
+from conveyor.traffic.haproxy import HAProxyRouter
 
 log = logging.getLogger("conveyor.server")
 
@@ -99,6 +100,7 @@ async def serve(
         artifacts=ArtifactStore(root),
         target=LocalTarget(state_dir(root) / "runtime"),
         router=BuiltinRouter(),
+        routers={"haproxy": lambda: HAProxyRouter(state_dir(root) / "routers")},
         tick=tick,
     )
     sock = _bind(host, port)

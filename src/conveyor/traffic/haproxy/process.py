@@ -41,7 +41,7 @@ from conveyor.errors import Conflict, ConveyorError
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "apt-get install haproxy (or pass the binary's path as haproxy=...)"
-_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+_SOCKET_PATH_MAX = 90  # sun_path is 108 bytes on Linux, HAProxy accepts at most 97
 
 
 class HAProxyUnavailable(ConveyorError):

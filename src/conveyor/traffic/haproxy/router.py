@@ -139,12 +139,19 @@ class HAProxyRouter:
     ) -> None:
         async with self._lock:
             route = self._route(service, env)
-            route.listen = self._listen(route, route.listen, host, port)
-            route.preview_listen = (
+            listen = self._listen(route, route.listen, host, port)
+            preview = (
                 None
                 if preview_port is None
                 else self._listen(route, route.preview_listen, host, preview_port)
             )
+            if preview == listen:
+                raise Conflict(
+                    f"the preview listener of {route.label} cannot share {listen.address} "
+                    "with its main listener",
+                    hint="give the preview listener its own port",
+                )
+            route.listen, route.preview_listen = listen, preview
             if self._receiver is not None:
                 self._paths.sockets.mkdir(parents=True, exist_ok=True)
                 self._receiver.open()
