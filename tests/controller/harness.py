@@ -31,7 +31,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "shop" / "services
 
 CONFIG = """\
 project: {project}
-analysis:
+{notify}analysis:
   errors:
     metrics:
       - name: error-rate
@@ -102,6 +102,7 @@ def write_project(
     project: str = "shoptest",
     canary_steps: str = "[{set_weight: 20}, {pause: 1s}, {set_weight: 50}, {pause: {}}]",
     canary_error_rate: str = "5%",
+    notify: str = "",
 ) -> Path:
     shutil.copytree(
         EXAMPLES / "catalog",
@@ -114,6 +115,7 @@ def write_project(
             project=project,
             canary_steps=canary_steps,
             canary_error_rate=canary_error_rate,
+            notify=notify,
             instances=instances,
             verification=verification,
             deadline=deadline,

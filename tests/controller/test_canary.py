@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.load.generator import LoadGenerator
+from conveyor.notify.webhook import signature
 
 from .harness import Stack, run, stack
 
@@ -188,5 +190,50 @@ def test_canary_through_haproxy_weights_abort_and_promotion(
             assert set(load.versions_since(mark)) == {"3"}
             assert report.failed == 0, report.errors
             assert "conveyor_router_requests_total" in s.controller.prometheus_text()
+
+    run(scenario())
+
+
+def test_a_held_canary_notifies_a_signed_webhook(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inconclusive never hangs silently: the hold reaches a human, signed."""
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}
+        body = await reader.readexactly(int(headers["content-length"]))
+        received.append((headers, body))
+        writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        monkeypatch.setenv("HOOK_SECRET", "s3cret")
+        notify = (
+            f"notify:\n  - webhook: http://127.0.0.1:{port}/hook\n"
+            "    events: [analysis.inconclusive]\n    secret_env: HOOK_SECRET\n"
+        )
+        try:
+            async with stack(tmp_path, database_url, canary_steps=ANALYSED, notify=notify) as s:
+                await s.wait(await s.deploy("canary", s.build("v1")))
+                r2 = await s.deploy("canary", s.build("v2"))
+                await _until(s, r2.id, lambda r: r.status.get("paused"), timeout=30)
+                for _ in range(100):
+                    if received:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            server.close()
+            await server.wait_closed()
+        [(headers, body)] = received
+        assert headers["x-conveyor-signature"] == signature("s3cret", body)
+        payload = json.loads(body)
+        assert payload["kind"] == "analysis.inconclusive"
+        assert payload["service"] == "catalog" and payload["revision"] == 2
 
     run(scenario())

@@ -47,6 +47,9 @@ ARG_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 _PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _ARG_REF = re.compile(r"args\.([A-Za-z_][A-Za-z0-9_-]*)")
 
+JUDGED_MIN_SAMPLE = 20
+"""Default ``min_sample`` of builtin error-rate and latency windows: one failed request out of
+three is not a 33% error rate worth aborting for, it is too little traffic to tell."""
 WINDOW_QUERIES = ("error_rate", "request_rate", "latency_p50", "latency_p95", "latency_p99")
 COMPARE_QUERIES = ("compare_error_rate", "compare_latency")
 BuiltinQuery = Literal[
@@ -206,8 +209,8 @@ class _Settings(_Model):
     min_sample: Count | None = Field(
         None,
         ge=0,
-        description="Fewer requests or samples than this make a measurement "
-        "inconclusive, never failed.",
+        description="Fewer requests or samples than this make a measurement inconclusive, "
+        "never failed (builtin error_rate and latency queries default to 20).",
     )
     timeout: PositiveDuration | None = Field(
         None, description="A measurement slower than this is an error (default 30s)."
@@ -438,6 +441,7 @@ class AnalysisTemplateConfig(_Settings):
         if inconclusive_limit is None:
             inconclusive_limit = max(0, count - 1) if query in COMPARE_QUERIES and count else 0
         errors = self._pick(metric, "consecutive_error_limit")
+        min_sample = JUDGED_MIN_SAMPLE if query in WINDOW_QUERIES and query != "request_rate" else 0
         success, failure = metric.success_condition, metric.failure_condition
         return MetricSpec(
             name=metric.name,
@@ -449,7 +453,7 @@ class AnalysisTemplateConfig(_Settings):
             failure_limit=_or(self._pick(metric, "failure_limit"), 0),
             inconclusive_limit=inconclusive_limit,
             consecutive_error_limit=_or(errors, DEFAULT_CONSECUTIVE_ERROR_LIMIT),
-            min_sample=_or(self._pick(metric, "min_sample"), 0),
+            min_sample=_or(self._pick(metric, "min_sample"), min_sample),
             timeout=_or(self._pick(metric, "timeout"), 30.0),
             success_condition=None if success is None else substitute(success, args, where=where),
             failure_condition=None if failure is None else substitute(failure, args, where=where),

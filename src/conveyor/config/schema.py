@@ -554,6 +554,30 @@ def reference_errors(
     return problems
 
 
+class NotifyConfig(_Model):
+    """Where to tell people when Conveyor needs them or acted on its own."""
+
+    webhook: str = Field(
+        pattern=r"^https?://", description="URL that receives a JSON POST per notification."
+    )
+    events: list[str] = Field(
+        default_factory=lambda: [
+            "analysis.inconclusive",
+            "rollout.paused",
+            "release.rolled_back",
+            "release.failed",
+            "verification.failed",
+        ],
+        description="Ledger event kinds to send.",
+    )
+    secret_env: str | None = Field(
+        None,
+        pattern=ENV_VAR_PATTERN,
+        description="Environment variable holding the HMAC secret that signs each body "
+        "(X-Conveyor-Signature: sha256=...). The secret itself never goes in this file.",
+    )
+
+
 class ProjectConfig(_Model):
     """The root of conveyor.yaml."""
 
@@ -561,6 +585,9 @@ class ProjectConfig(_Model):
     rollback: RollbackConfig = Field(
         default_factory=RollbackConfig,
         description="When a new version is rolled back automatically, in every environment.",
+    )
+    notify: list[NotifyConfig] = Field(
+        default_factory=list, description="Notifications (webhooks) for events humans act on."
     )
     analysis: dict[str, AnalysisTemplateConfig] = Field(
         default_factory=dict,

@@ -83,8 +83,13 @@ class ReleaseAnalyses:
             if events and summary.phase != "running":
                 events.append(
                     NewEvent(
-                        f"analysis.{summary.phase}",
-                        {"run": key, "message": summary.message, "evidence": summary.evidence},
+                        "analysis.completed",
+                        {
+                            "run": key,
+                            "phase": summary.phase,
+                            "message": summary.message,
+                            "evidence": summary.evidence,
+                        },
                     )
                 )
         return events

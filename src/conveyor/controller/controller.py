@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -20,11 +22,14 @@ from conveyor.config.loader import LoadedProject
 from conveyor.controller.driver import Driver
 from conveyor.controller.releases import Releases
 from conveyor.core.state import Phase, RolloutSpec, RolloutStatus, describe_step
-from conveyor.errors import Conflict, NotFound
+from conveyor.errors import Conflict, ConveyorError, NotFound
+from conveyor.notify import Notification, WebhookNotifier
 from conveyor.runtime.base import Target
 from conveyor.store.records import AddressRecord, NewEvent, ReleaseRecord
 from conveyor.store.repository import Store
 from conveyor.traffic.base import TrafficRouter
+
+log = logging.getLogger("conveyor.controller")
 
 
 def _canary_view(
@@ -107,6 +112,7 @@ class Controller:
         self.tick = tick
         self.releases = Releases(load_project, store, artifacts)
         self._drivers: dict[tuple[str, str], Driver] = {}
+        self._deliveries: set[asyncio.Task[None]] = set()
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def start(self) -> None:
@@ -287,10 +293,46 @@ class Controller:
             on_superseded=self._supersede,
             templates=lambda: self.load_project().config.analysis,
             workdir=project.root,
+            on_events=self._notify,
         )
         self._drivers[key] = driver
         self._tasks[key] = asyncio.create_task(driver.run(), name=f"driver:{service}/{env}")
         return driver
+
+    def _notify(self, release: ReleaseRecord, events: list[NewEvent]) -> None:
+        """Hand events humans act on to the configured notifiers, without waiting for them."""
+        try:
+            configured = self.load_project().config.notify
+        except ConveyorError:
+            return
+        notifiers = [
+            WebhookNotifier(
+                n.webhook,
+                events=n.events,
+                secret=os.environ.get(n.secret_env) if n.secret_env else None,
+            )
+            for n in configured
+        ]
+        for event in events:
+            for notifier in notifiers:
+                if notifier.wants(event.kind):
+                    notification = Notification(
+                        kind=event.kind,
+                        service=release.service,
+                        env=release.env,
+                        revision=release.revision,
+                        at=self.clock(),
+                        details=event.details,
+                    )
+                    task = asyncio.create_task(self._deliver(notifier, notification))
+                    self._deliveries.add(task)
+                    task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(self, notifier: WebhookNotifier, notification: Notification) -> None:
+        try:
+            await notifier.notify(notification)
+        except Exception as exc:  # best effort: the ledger is the record
+            log.warning("notification %s to %s failed: %s", notification.kind, notifier.url, exc)
 
     def _instance_changed(self, service: str, env: str) -> None:
         driver = self._drivers.get((service, env))

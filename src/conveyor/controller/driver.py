@@ -72,6 +72,7 @@ class Driver:
         on_superseded: Callable[[ReleaseRecord], None] | None = None,
         templates: Callable[[], Mapping[str, AnalysisTemplateConfig]] = dict,
         workdir: Path | None = None,
+        on_events: Callable[[ReleaseRecord, list[NewEvent]], None] | None = None,
     ) -> None:
         self.project_name = project_name
         self.service = service
@@ -84,6 +85,7 @@ class Driver:
         self.clock = clock
         self.tick = tick
         self.on_superseded = on_superseded
+        self.on_events = on_events
         self.analyses = ReleaseAnalyses(
             service=service,
             env=env,
@@ -315,6 +317,8 @@ class Driver:
             actor=actor,
             events=events,
         )
+        if self.on_events is not None and events:
+            self.on_events(updated, events)
         # Apply the committed weights right away rather than on the next tick.
         self._sync_routes(updated, self.target.observe(self.service, self.env))
         return updated
