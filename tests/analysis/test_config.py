@@ -88,6 +88,7 @@ def test_the_brief_example_loads_and_fills_in() -> None:
         failure_limit=1,
         inconclusive_limit=2,
         consecutive_error_limit=4,
+        min_sample=20,
     )
     assert metrics["p95"].config == {
         "query": "compare_latency",
@@ -134,6 +135,8 @@ def test_query_dependent_defaults() -> None:
         """
     )
     assert metrics["window"].initial_delay == 5.0  # first window spans one interval
+    assert metrics["window"].min_sample == 20  # 1 error in 3 requests is not a verdict
+    assert metrics["prom"].min_sample == 0
     assert metrics["compared"].initial_delay == 0.0
     assert metrics["compared"].inconclusive_limit == 5  # only an all-inconclusive run is
     assert metrics["compared"].config["compare"] == {
