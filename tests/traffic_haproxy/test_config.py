@@ -9,7 +9,7 @@ import pytest
 
 from conveyor.core.model import Backend, Pool
 from conveyor.traffic.haproxy.config import Listen, RouteConfig, Settings, render
-from conveyor.traffic.haproxy.plan import preview_servers, proxy_names, server_weights
+from conveyor.traffic.haproxy.plan import layout, preview_servers, proxy_names, server_weights
 
 HAPROXY = Path("/usr/sbin/haproxy")
 
@@ -24,10 +24,12 @@ def _routes() -> list[RouteConfig]:
             proxy_names("shop", "prod"),
             Listen("127.0.0.1", 18080),
             Listen("127.0.0.1", 18081),
-            server_weights(pools),
-            preview_servers("v2", (Backend("b", "127.0.0.1", 9002),)),
+            layout(server_weights(pools)),
+            layout(preview_servers("v2", (Backend("b", "127.0.0.1", 9002),))),
         ),
-        RouteConfig(proxy_names("shop", "dev"), Listen("127.0.0.1", 18090), None, (), ()),
+        RouteConfig(
+            proxy_names("shop", "dev"), Listen("127.0.0.1", 18090), None, layout(()), layout(())
+        ),
     ]
 
 
@@ -46,8 +48,9 @@ def test_config_carries_the_promised_behaviour(tmp_path: Path) -> None:
         "timeout client 30000ms",
         "balance roundrobin",
         "bind 127.0.0.1:18081",
-        "server v1__a 127.0.0.1:9001 weight 256",
-        "server v2__b 127.0.0.1:9002 weight 13",
+        "server s1 127.0.0.1:9001 weight 256",
+        "server s2 127.0.0.1:9002 weight 13",
+        "server s3 127.0.0.1:1 weight 0 disabled",  # a spare slot, parked
     ):
         assert line in text
     assert "errorfile" not in text

@@ -9,14 +9,16 @@ from hypothesis import strategies as st
 from conveyor.core.model import Backend, Pool
 from conveyor.traffic.haproxy.plan import (
     MAX_WEIGHT,
+    MIN_SLOTS,
     Command,
-    LiveServer,
     ServerSpec,
-    drained,
+    Slot,
+    Transition,
+    layout,
+    park,
     preview_servers,
     proxy_names,
     safe_name,
-    server_name,
     server_weights,
     shares,
     succeeded,
@@ -27,10 +29,6 @@ from conveyor.traffic.haproxy.plan import (
 def pool(version: str, weight: int, count: int, first_port: int = 9000) -> Pool:
     backends = tuple(Backend(f"{version}-{i}", "127.0.0.1", first_port + i) for i in range(count))
     return Pool(version, weight, backends)
-
-
-def weights(specs: tuple[ServerSpec, ...]) -> dict[str, int]:
-    return {spec.name: spec.weight for spec in specs}
 
 
 @pytest.mark.parametrize(
@@ -91,9 +89,8 @@ def test_the_same_instance_listed_twice_becomes_one_server() -> None:
     assert len(server_weights((twice,))) == 1
 
 
-def test_names_are_legal_and_unique_after_rewriting() -> None:
+def test_proxy_names_are_legal_and_unique_after_rewriting() -> None:
     assert safe_name("t0123abcdef") == "t0123abcdef"
-    assert server_name("v1", "shop-prod-r3-ab12cd") == "v1__shop-prod-r3-ab12cd"
     odd_a, odd_b = safe_name("a b"), safe_name("a/b")
     assert odd_a != odd_b
     assert all(ch.isalnum() or ch in "_.:-" for ch in odd_a + odd_b)
@@ -102,57 +99,87 @@ def test_names_are_legal_and_unique_after_rewriting() -> None:
     assert names.preview_backend == "be.shop.prod.preview"
 
 
-def spec(name: str, weight: int, port: int = 9000, version: str = "v1") -> ServerSpec:
-    return ServerSpec(name, version, name, "127.0.0.1", port, weight)
+def spec(instance: str, weight: int, port: int = 9000, version: str = "v1") -> ServerSpec:
+    return ServerSpec(version, instance, "127.0.0.1", port, weight)
 
 
-def texts(commands: tuple[Command, ...]) -> list[str]:
-    return [c.text for c in commands]
+def texts(change: Transition | None) -> list[str]:
+    assert change is not None
+    return [c.text for c in change.commands]
 
 
-def test_transition_adds_raises_lowers_then_drains_in_that_order() -> None:
-    live = {
-        "old": LiveServer(spec("old", 100)),
-        "up": LiveServer(spec("up", 10)),
-        "down": LiveServer(spec("down", 200)),
+def test_layout_places_servers_first_and_leaves_room_for_a_second_set() -> None:
+    slots = layout([spec("a", 256), spec("b", 13, 9001)])
+    assert list(slots) == [f"s{i}" for i in range(1, MIN_SLOTS + 1)]
+    assert [s.spec.instance_id for s in slots.values() if s.spec] == ["a", "b"]
+    big = layout([spec(str(i), 1, 9000 + i) for i in range(10)])
+    assert len(big) == 20 and sum(not s.free for s in big.values()) == 10
+
+
+def test_a_reload_keeps_each_server_in_its_slot_and_frees_draining_ones() -> None:
+    before = {
+        "s1": Slot("s1", spec("gone", 1), draining=True),
+        "s2": Slot("s2", spec("b", 10, 9001)),
+        "s3": Slot("s3"),
     }
-    desired = (spec("down", 50), spec("up", 256), spec("new", 7, 9001))
-    assert texts(transition("be", live, desired)) == [
-        "add server be/new 127.0.0.1:9001 weight 7",
-        "enable server be/new",
-        "set server be/up weight 256",
-        "set server be/down weight 50",
-        "set server be/old state drain",
+    after = layout([spec("b", 20, 9001), spec("new", 5, 9002)], before)
+    assert after["s2"].spec == spec("b", 20, 9001)  # same slot, new weight
+    assert after["s1"].spec == spec("new", 5, 9002)  # the first free slot
+    assert not any(s.draining for s in after.values())
+
+
+def test_transition_assigns_raises_lowers_then_drains_in_that_order() -> None:
+    slots = {
+        "s1": Slot("s1", spec("old", 100)),
+        "s2": Slot("s2", spec("up", 10, 9001)),
+        "s3": Slot("s3", spec("down", 200, 9002)),
+        "s4": Slot("s4"),
+    }
+    desired = (spec("down", 50, 9002), spec("up", 256, 9001), spec("new", 7, 9003))
+    change = transition("be", slots, desired)
+    assert texts(change) == [
+        "set server be/s4 addr 127.0.0.1 port 9003",
+        "set server be/s4 weight 7",
+        "set server be/s4 state ready",
+        "set server be/s2 weight 256",
+        "set server be/s3 weight 50",
+        "set server be/s1 state drain",
     ]
+    assert change is not None
+    assert change.slots["s1"].draining and change.slots["s4"].spec == spec("new", 7, 9003)
 
 
 def test_transition_to_the_same_table_sends_nothing() -> None:
-    live = {"a": LiveServer(spec("a", 256))}
-    assert transition("be", live, (spec("a", 256),)) == ()
+    slots = {"s1": Slot("s1", spec("a", 256))}
+    assert texts(transition("be", slots, (spec("a", 256),))) == []
 
 
-def test_a_draining_server_that_comes_back_is_made_ready_not_re_added() -> None:
-    live = {"a": LiveServer(spec("a", 256), draining=True)}
-    assert texts(transition("be", live, (spec("a", 256),))) == [
-        "set server be/a state ready",
-        "set server be/a weight 256",
+def test_without_enough_free_slots_nothing_is_changed() -> None:
+    slots = {"s1": Slot("s1", spec("a", 256)), "s2": Slot("s2", spec("b", 1, 9001))}
+    assert transition("be", slots, (spec("c", 1, 9002), spec("d", 1, 9003))) is None
+
+
+def test_a_draining_server_that_comes_back_is_made_ready_in_its_slot() -> None:
+    slots = {"s1": Slot("s1", spec("a", 256), draining=True), "s2": Slot("s2")}
+    assert texts(transition("be", slots, (spec("a", 256),))) == [
+        "set server be/s1 state ready",
+        "set server be/s1 weight 256",
     ]
 
 
 def test_an_already_draining_server_is_not_drained_again() -> None:
-    live = {"a": LiveServer(spec("a", 256), draining=True)}
-    assert transition("be", live, ()) == ()
+    slots = {"s1": Slot("s1", spec("a", 256), draining=True)}
+    assert texts(transition("be", slots, ())) == []
 
 
-def test_a_moved_instance_changes_address_in_place() -> None:
-    live = {"a": LiveServer(spec("a", 256, 9000))}
-    assert texts(transition("be", live, (spec("a", 256, 9005),))) == [
-        "set server be/a addr 127.0.0.1 port 9005"
+def test_a_moved_instance_is_a_new_server_and_the_old_address_drains() -> None:
+    slots = {"s1": Slot("s1", spec("a", 256, 9000)), "s2": Slot("s2")}
+    assert texts(transition("be", slots, (spec("a", 256, 9005),))) == [
+        "set server be/s2 addr 127.0.0.1 port 9005",
+        "set server be/s2 weight 256",
+        "set server be/s2 state ready",
+        "set server be/s1 state drain",
     ]
-
-
-def test_drained_servers_go_to_maintenance_then_away() -> None:
-    assert texts(drained("be", "a")) == ["set server be/a state maint", "del server be/a"]
 
 
 @pytest.mark.parametrize(
@@ -160,16 +187,16 @@ def test_drained_servers_go_to_maintenance_then_away() -> None:
     [
         (Command("set server be/a weight 3"), "\n", True),
         (Command("set server be/a weight 3"), "No such server.\n\n", False),
-        (drained("be", "a")[1], "Server deleted.", True),
+        (park("be", "s1"), "\n", True),
         (
-            drained("be", "a")[1],
-            "Server still has connections attached to it, cannot remove it.",
-            False,
+            transition("be", {"s1": Slot("s1")}, (spec("a", 1),)).commands[0],  # type: ignore[union-attr]
+            "no need to change the addr, port changed from '1' to '9000' by 'stats socket command'",
+            True,
         ),
         (
-            transition("be", {}, (spec("a", 1),))[0],
-            "New server registered.\n",
-            True,
+            transition("be", {"s1": Slot("s1")}, (spec("a", 1),)).commands[0],  # type: ignore[union-attr]
+            "Invalid addr.",
+            False,
         ),
     ],
 )

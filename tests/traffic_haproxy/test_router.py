@@ -70,8 +70,8 @@ def test_weights_split_traffic_and_change_live_without_a_reload(tmp_path: Path) 
             seen = await split(port, 2000)
             assert _share(seen, "v2") == pytest.approx(0.05, abs=0.01)
             assert router.worker_pid == worker  # runtime API only: same worker process
-            config = router.config_path.read_text().splitlines()
-            assert not [line for line in config if line.startswith("    server ")]  # not rewritten
+            config = router.config_path.read_text()
+            assert "weight 13" not in config and "disabled" in config  # spares, not rewritten
 
     run(body)
 
@@ -129,10 +129,15 @@ def test_instances_come_and_go_live_and_a_removed_one_finishes_its_requests(
             assert (response.status, response.body) == (200, b"slow")
             assert router.in_flight(SERVICE, ENV, f"v1-{a.port}") == 0
             deadline = time.monotonic() + 3
-            while f"v1__v1-{a.port}" in router.runtime("show stat -1 4 -1"):
-                assert time.monotonic() < deadline, "the drained server was never deleted"
+            while any(
+                slot.spec and slot.spec.port == a.port
+                for slot in router.servers(SERVICE, ENV).values()
+            ):
+                assert time.monotonic() < deadline, "the drained slot was never parked"
                 await asyncio.sleep(0.05)
-            # its requests still count once the server is gone
+            parked = router.runtime("show stat be.shop.prod 4 -1")
+            assert f":{a.port}," in parked and "MAINT" in parked
+            # its requests still count once its slot is parked
             assert router.counters(SERVICE, ENV)["v1"].responses_2xx == 21
             assert router.worker_pid == worker
 
@@ -351,5 +356,45 @@ def test_close_leaves_no_haproxy_process(tmp_path: Path) -> None:
         assert haproxy_processes(str(tmp_path)) == []
         with pytest.raises(OSError):
             await get(port)
+
+    run(body)
+
+
+def test_upstream_connections_are_reused_for_instances_that_joined_live(tmp_path: Path) -> None:
+    async def body() -> None:
+        v1 = await TestBackend("v1").start()
+        async with haproxy_routed(tmp_path) as (router, port):
+            router.apply(SERVICE, ENV, table(("v1", 1, [v1])))  # takes a spare slot live
+            await split(port, 500)
+            assert v1.connections <= 2  # not one connection per request
+
+    run(body)
+
+
+def test_more_instances_than_spare_slots_reload_without_failing_anyone(tmp_path: Path) -> None:
+    async def body() -> None:
+        blue = await TestBackend("v1").start()
+        green = [await TestBackend("v2").start() for _ in range(9)]
+        async with haproxy_routed(tmp_path) as (router, port):
+            router.apply(SERVICE, ENV, table(("v1", 100, [blue])))
+            worker = router.worker_pid
+            load = LoadGenerator(
+                "127.0.0.1", port, rate=400, connections=8, version_header="x-version"
+            )
+            await load.start()
+            await asyncio.sleep(0.3)
+            # 9 new instances, 7 spare slots: the switch waits for a reload, all at once
+            router.apply(SERVICE, ENV, table(("v1", 0, [blue]), ("v2", 100, green)))
+            deadline = time.monotonic() + 5
+            while router.worker_pid == worker:
+                assert time.monotonic() < deadline, "no reload happened"
+                await asyncio.sleep(0.02)
+            switched = time.time()
+            await asyncio.sleep(0.4)
+            report = await load.stop()
+            assert report.failed == 0, report.errors
+            assert load.report(since=switched + 0.05).by_version.keys() == {"v2"}
+            assert all(backend.requests for backend in green)
+            assert len([s for s in router.servers(SERVICE, ENV).values() if s.spec]) == 10
 
     run(body)

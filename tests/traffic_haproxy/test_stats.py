@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conveyor.traffic.haproxy.plan import ServerSpec, Slot
 from conveyor.traffic.haproxy.stats import Tally, merge, parse_stat, worker_view
 
 # Columns in a different order than HAProxy prints them, plus ones we ignore: parsing must
@@ -20,10 +21,18 @@ v9__z,be.other.prod,0,1,0,0,0,UP,1,0,1,0,0,0,0,0,
 """
 
 BACKENDS = {"be.shop.prod": "shop/prod", "be.shop.prod.preview": "shop/prod"}
-VERSIONS = {
-    ("be.shop.prod", "v1__a"): "v1",
-    ("be.shop.prod", "v2__b"): "v2",
-    ("be.shop.prod", "v2__c"): "v2",
+
+
+def _slot(name: str, version: str) -> Slot:
+    return Slot(name, ServerSpec(version, name, "127.0.0.1", 1, 1))
+
+
+SLOTS = {
+    "be.shop.prod": {
+        "v1__a": _slot("v1__a", "v1"),
+        "v2__b": _slot("v2__b", "v2"),
+        "v2__c": _slot("v2__c", "v2"),
+    }
 }
 
 
@@ -40,7 +49,7 @@ def test_rows_are_read_by_column_name_and_frontends_skipped() -> None:
 
 
 def test_per_version_counters_follow_the_built_in_rules() -> None:
-    view = worker_view(parse_stat(CSV), BACKENDS, VERSIONS, {}, "-").routes["shop/prod"]
+    view = worker_view(parse_stat(CSV), BACKENDS, SLOTS, {}, {}, "-")["shop/prod"]
     v1 = view["v1"].counters()
     assert (v1.requests, v1.responses_2xx, v1.responses_4xx, v1.responses_5xx) == (
         422,
@@ -59,17 +68,20 @@ def test_per_version_counters_follow_the_built_in_rules() -> None:
     assert view["-"].counters().requests == 3
 
 
-def test_deleted_servers_still_count_and_their_failures_are_not_unrouted() -> None:
-    gone = {"be.shop.prod": {"v3": Tally(hrsp_2xx=10, econ=3)}}
-    rows = parse_stat(CSV)
-    view = worker_view(rows, BACKENDS, VERSIONS, gone, "-").routes["shop/prod"]
-    assert view["v3"].counters().requests == 13
-    assert "-" not in view  # backend econ 5 = 2 (live) + 3 (deleted)
+def test_a_reused_slot_counts_only_since_its_baseline_and_banks_the_rest() -> None:
+    # v1__a served v0 for its first 400 2xx (banked when it was parked), then v1
+    slots = {"be.shop.prod": {"v1__a": _slot("v1__a", "v1")}}
+    baselines = {("be.shop.prod", "v1__a"): Tally(hrsp_2xx=400)}
+    banked = {"be.shop.prod": {"v0": Tally(hrsp_2xx=400)}}
+    view = worker_view(parse_stat(CSV), BACKENDS, slots, baselines, banked, "-")["shop/prod"]
+    assert view["v1"].counters().responses_2xx == 18
+    assert view["v0"].counters().requests == 400
+    assert "v2" not in view  # free slots count for nobody
+    assert view["-"].counters().requests == 3  # unrouted: backend econ minus every slot's
 
 
-def test_unknown_proxies_and_servers_are_ignored() -> None:
-    view = worker_view(parse_stat(CSV), {}, {}, {}, "-")
-    assert view.routes == {}
+def test_unknown_proxies_are_ignored() -> None:
+    assert worker_view(parse_stat(CSV), {}, SLOTS, {}, {}, "-") == {}
 
 
 def test_merge_sums_views_of_several_workers() -> None:

@@ -2,9 +2,9 @@
 
 The file is the state HAProxy starts (and reloads) from, so it always lists every route's
 servers at their *current* weights: a reload must never revert a canary step that was
-applied through the runtime API since the previous reload. Draining servers are left out on
-purpose: the old worker keeps serving their requests until they finish, the new one never
-sends them anything.
+applied through the runtime API since the previous reload. Free slots (see ``plan``) are
+rendered parked in maintenance, and so are draining ones: the old worker keeps serving
+their requests until they finish, the new one never sends them anything.
 
 Choices that define behaviour users see, kept together here:
 
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor.traffic.haproxy.plan import ProxyNames, ServerSpec
+from conveyor.traffic.haproxy.plan import PARKED_ADDRESS, ProxyNames, Slots
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ class RouteConfig:
     names: ProxyNames
     listen: Listen
     preview_listen: Listen | None
-    servers: tuple[ServerSpec, ...]
-    preview_servers: tuple[ServerSpec, ...]
+    slots: Slots
+    preview_slots: Slots
 
 
 def _ms(seconds: float) -> str:
@@ -103,8 +103,8 @@ def render(
         "    balance roundrobin",
     ]
     if log_socket is not None:
-        # backend, server, status, active time (request received -> response sent), in ms
-        lines += ["    log global", '    log-format "%b %s %ST %Ta"']
+        # worker pid, backend, server, status, active time (request in -> response out), ms
+        lines += ["    log global", '    log-format "%pid %b %s %ST %Ta"']
     for route in routes:
         lines += _route(route)
     return "\n".join(lines) + "\n"
@@ -115,8 +115,8 @@ def _route(route: RouteConfig) -> list[str]:
     lines = _frontend(names.frontend, route.listen, names.backend)
     if route.preview_listen is not None:
         lines += _frontend(names.preview_frontend, route.preview_listen, names.preview_backend)
-    lines += _backend(names.backend, route.servers)
-    lines += _backend(names.preview_backend, route.preview_servers)
+    lines += _backend(names.backend, route.slots)
+    lines += _backend(names.preview_backend, route.preview_slots)
     return lines
 
 
@@ -124,7 +124,13 @@ def _frontend(name: str, listen: Listen, backend: str) -> list[str]:
     return ["", f"frontend {name}", f"    bind {listen.address}", f"    default_backend {backend}"]
 
 
-def _backend(name: str, servers: Sequence[ServerSpec]) -> list[str]:
+def _backend(name: str, slots: Slots) -> list[str]:
     lines = ["", f"backend {name}"]
-    lines += [f"    server {s.name} {s.address} weight {s.weight}" for s in servers]
+    parked = f"{PARKED_ADDRESS[0]}:{PARKED_ADDRESS[1]} weight 0 disabled"
+    for slot in slots.values():
+        spec = slot.spec
+        if spec is None or slot.draining:
+            lines.append(f"    server {slot.name} {parked}")
+        else:
+            lines.append(f"    server {slot.name} {spec.host}:{spec.port} weight {spec.weight}")
     return lines

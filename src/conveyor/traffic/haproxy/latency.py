@@ -2,8 +2,8 @@
 
 HAProxy's stats keep ``rtime``/``ttime`` as averages over the last 1024 requests of a
 server: enough for a dashboard, useless for a canary analysis that compares latency
-percentiles of two versions. So the worker logs one short line per request (``%b %s %ST
-%Ta``: backend, server, status, active time in ms, see ``config.render``) to a Unix
+percentiles of two versions. So the worker logs one short line per request (``%pid %b %s
+%ST %Ta``: worker, backend, server, status, active time in ms, see ``config``) to a Unix
 datagram socket that the router reads on its event loop, and this module turns the lines
 into the same latency histogram, sum and recent-sample reservoir as the built-in router's
 (``builtin.metrics.VersionStats``, whose latency part is reused as is).
@@ -27,16 +27,20 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from conveyor.traffic.builtin.metrics import DEFAULT_SAMPLES, NO_VERSION, VersionStats
+from conveyor.traffic.builtin.metrics import DEFAULT_SAMPLES, VersionStats
 
 log = logging.getLogger(__name__)
 
-NO_SERVER = b"<NOSRV>"
+NO_SERVER = "<NOSRV>"
 _RECEIVE_BUFFER = 4 * 1024 * 1024
 _BATCH = 512  # datagrams per wake-up, so a flood cannot starve the rest of the loop
 
-Resolver = Callable[[str, str], tuple[str, str] | None]
-"""(backend, server) -> (route label, version), or None for a line that is not ours."""
+Resolver = Callable[[int, str, str], tuple[str, str] | None]
+"""(worker pid, backend, server) -> (route label, version), or None for a line not ours.
+
+The worker matters: a slot stands for different instances over time and in different
+workers (see ``plan``), so only the worker that served a request knows whose it was.
+"""
 
 
 class LatencyBook:
@@ -46,24 +50,20 @@ class LatencyBook:
         self._resolve = resolve
         self._sample_size = sample_size
         self._stats: dict[tuple[str, str], VersionStats] = {}
-        self._names: dict[tuple[bytes, bytes], tuple[str, str] | None] = {}
 
     def feed(self, line: bytes) -> None:
-        """Account one ``backend server status active_ms`` line; anything else is ignored."""
-        parts = line.split()
-        if len(parts) < 4:
+        """Account one ``pid backend server status active_ms`` line; ignore anything else."""
+        parts = line.decode(errors="replace").split()
+        if len(parts) < 5:
             return
-        backend, server, status_text, active_text = parts[:4]
+        pid_text, backend, server, status_text, active_text = parts[:5]
         try:
-            status, active = int(status_text), int(active_text)
+            pid, status, active = int(pid_text), int(status_text), int(active_text)
         except ValueError:
             return
         if status <= 0 or active < 0:  # abandoned by the client: no outcome to time
             return
-        key = (backend, server)
-        if key not in self._names:
-            self._names[key] = self._lookup(backend, server)
-        target = self._names[key]
+        target = self._resolve(pid, backend, "" if server == NO_SERVER else server)
         if target is None:
             return
         stats = self._stats.get(target)
@@ -73,17 +73,6 @@ class LatencyBook:
 
     def get(self, route: str, version: str) -> VersionStats | None:
         return self._stats.get((route, version))
-
-    def forget_names(self) -> None:
-        """Drop the name cache (a server name may now belong to another route's backend)."""
-        self._names.clear()
-
-    def _lookup(self, backend: bytes, server: bytes) -> tuple[str, str] | None:
-        name = backend.decode(errors="replace")
-        if server == NO_SERVER:
-            found = self._resolve(name, "")
-            return (found[0], NO_VERSION) if found is not None else None
-        return self._resolve(name, server.decode(errors="replace"))
 
 
 class LogReceiver:

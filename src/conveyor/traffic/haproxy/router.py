@@ -4,21 +4,23 @@ The router keeps the *desired* state (every route's listeners and table) in Pyth
 makes HAProxy match it the cheapest safe way:
 
 * ``apply()`` turns the difference between what the current worker has and what the table
-  wants into runtime commands (``plan.transition``): weights, new servers, drains. No
-  reload, no new process: a canary step or an abort is a few socket writes and applies to
-  the next request;
+  wants into runtime commands (``plan.transition``): weights, instances taking free server
+  slots, drains. No reload, no new process: a canary step or an abort is a few socket
+  writes and applies to the next request;
 * ``serve()`` changes listeners, which only a configuration can do: it renders the whole
-  file from the desired state (current weights included) and reloads gracefully;
-* a background task finishes what a table change started: a removed server is drained,
-  then put in maintenance and deleted once HAProxy reports no session on it, and its final
-  counters are banked first. If a command ever fails (the router's book and the worker
+  file from the desired state (current weights included) and reloads gracefully; so does
+  a table that needs more server slots than the backend has spare;
+* a background task finishes what a table change started: a removed instance's slot is
+  drained, then parked in maintenance once HAProxy reports no session on it, and what the
+  instance did is banked. If a command ever fails (the router's book and the worker
   disagree) or the master dies, the same task reloads or restarts from the desired state.
 
-Counters are cumulative for the router's lifetime although HAProxy's are not (a deleted
-server or a replaced worker takes its counters along): the router banks a deleted server's
-final tally, and keeps polling a worker replaced by a reload (through the master socket)
-until it exits, then banks its last view. See ``stats`` for how HAProxy counters map onto
-``VersionCounters`` and ``latency`` for latencies.
+Counters are cumulative for the router's lifetime although HAProxy's are not (a slot serves
+several instances over time, a replaced worker takes its counters along): see ``workers``
+for the books, ``stats`` for how HAProxy counters map onto ``VersionCounters`` and
+``latency`` for latencies. A worker replaced by a reload is polled through the master
+socket until it exits; requests it finishes after its last poll (at most one sweep
+interval) are missing from the counters, though not from the latency histogram.
 
 Like ``BuiltinRouter``, every method but ``serve``/``close`` is synchronous and must be
 called from the event loop thread; a runtime command is a ~50 µs Unix socket round trip.
@@ -30,7 +32,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from dataclasses import dataclass, field, replace
+from collections import deque
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from conveyor.core.model import RouteTable, VersionCounters
@@ -40,10 +43,11 @@ from conveyor.traffic.builtin.router import PREVIEW_VERSION
 from conveyor.traffic.haproxy.config import Listen, RouteConfig, Settings, render
 from conveyor.traffic.haproxy.latency import LatencyBook, LogReceiver
 from conveyor.traffic.haproxy.plan import (
-    LiveServer,
     ProxyNames,
     ServerSpec,
-    drained,
+    Slot,
+    layout,
+    park,
     preview_servers,
     proxy_names,
     server_weights,
@@ -51,12 +55,14 @@ from conveyor.traffic.haproxy.plan import (
     transition,
 )
 from conveyor.traffic.haproxy.process import Master, SocketError, paths_for, resolve_binary
-from conveyor.traffic.haproxy.stats import StatRow, Tally, add_into, merge, parse_stat, worker_view
+from conveyor.traffic.haproxy.stats import Tally, Views, merge
+from conveyor.traffic.haproxy.workers import WorkerBook
 
 log = logging.getLogger(__name__)
 
 _STAT = "show stat -1 6 -1"  # backends and servers of every proxy
 _MAX_BACKOFF = 5.0
+_EXITED_KEPT = 8  # exited workers whose books still resolve late log lines
 
 
 @dataclass
@@ -75,15 +81,11 @@ class _Route:
     def label(self) -> str:
         return f"{self.service}/{self.env}"
 
-
-@dataclass
-class _Worker:
-    """What the router knows of one HAProxy worker's counters."""
-
-    pid: int
-    deleted: dict[str, dict[str, Tally]] = field(default_factory=dict)  # backend -> version
-    rows: tuple[StatRow, ...] = ()
-    view: dict[str, dict[str, Tally]] = field(default_factory=dict)  # route -> version
+    def backends(self) -> tuple[tuple[str, tuple[ServerSpec, ...]], ...]:
+        return (
+            (self.names.backend, self.servers),
+            (self.names.preview_backend, self.preview_servers),
+        )
 
 
 class HAProxyRouter:
@@ -112,18 +114,17 @@ class HAProxyRouter:
         self._close_grace = close_grace
         self._sweep_interval = sweep_interval
         self._routes: dict[tuple[str, str], _Route] = {}
-        self._backends: dict[str, str] = {}  # backend -> route label, never shrinks
-        self._versions: dict[tuple[str, str], str] = {}  # (backend, server) -> version
-        self._instances: dict[tuple[str, str], str] = {}  # (backend, server) -> instance id
-        self._live: dict[str, dict[str, LiveServer]] = {}  # the current worker's servers
+        self._backends: dict[str, str] = {}  # backend -> route label
         self._served: dict[str, tuple[Listen | None, Listen | None]] = {}  # in the config
-        self._current: _Worker | None = None
-        self._retired: list[_Worker] = []
-        self._bank: dict[str, dict[str, Tally]] = {}  # exited workers' final views
+        self._current: WorkerBook | None = None
+        self._retired: list[WorkerBook] = []  # replaced by a reload, still finishing requests
+        self._exited: deque[WorkerBook] = deque(maxlen=_EXITED_KEPT)
+        self._bank: Views = {}  # exited workers' last views
         self._book = LatencyBook(self._resolve)
         self._receiver = LogReceiver(self._paths.log_socket, self._book) if latency_log else None
         self._sweeper: asyncio.Task[None] | None = None
-        self._resync = False
+        self._wake: asyncio.Event | None = None
+        self._resync = False  # the worker must be reloaded from the desired state
         self._reloading = False  # apply() only records; the reload pushes the rest after
         self._lock = asyncio.Lock()
 
@@ -157,9 +158,10 @@ class HAProxyRouter:
                 self._receiver.open()
             if not self._master.running():
                 await self._start()
-            elif self._served.get(route.label) != (route.listen, route.preview_listen):
+            elif self._served.get(route.label) != (listen, preview):
                 await self._reload()
             if self._sweeper is None or self._sweeper.done():
+                self._wake = asyncio.Event()
                 self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     def apply(self, service: str, env: str, table: RouteTable) -> None:
@@ -167,10 +169,8 @@ class HAProxyRouter:
         route.servers = server_weights(table.pools)
         version = table.preview_version or PREVIEW_VERSION
         route.preview_servers = preview_servers(version, table.preview)
-        self._remember(route)
         if route.label in self._served and not self._reloading and self._master.running():
-            self._push(route.names.backend, route.servers)
-            self._push(route.names.preview_backend, route.preview_servers)
+            self._push(route)
 
     def in_flight(self, service: str, env: str, instance_id: str) -> int:
         route = self._routes.get((service, env))
@@ -178,10 +178,10 @@ class HAProxyRouter:
             return 0
         backends = (route.names.backend, route.names.preview_backend)
         return sum(
-            row.scur
+            sessions
             for worker in self._refreshed()
-            for row in worker.rows
-            if row.proxy in backends and self._instances.get((row.proxy, row.server)) == instance_id
+            for backend, spec, sessions in worker.busy()
+            if backend in backends and spec.instance_id == instance_id
         )
 
     def counters(self, service: str, env: str) -> dict[str, VersionCounters]:
@@ -192,24 +192,21 @@ class HAProxyRouter:
     def prometheus_text(self) -> str:
         tallies = self._tallies()
         busy: dict[tuple[str, str], int] = {}
-        for worker in [self._current, *self._retired]:
-            for row in worker.rows if worker is not None else ():
-                label = self._backends.get(row.proxy)
-                version = self._versions.get((row.proxy, row.server))
-                if label is not None and version is not None:
-                    busy[(label, version)] = busy.get((label, version), 0) + row.scur
-        series = []
-        for route in self._routes.values():
-            for version, tally in sorted(tallies.get(route.label, {}).items()):
-                series.append(
-                    SeriesSnapshot(
-                        route.service,
-                        route.env,
-                        version,
-                        self._counters(route.label, version, tally),
-                        busy.get((route.label, version), 0),
-                    )
-                )
+        for worker in self._workers():
+            for backend, spec, sessions in worker.busy():
+                key = (self._backends.get(backend, ""), spec.version)
+                busy[key] = busy.get(key, 0) + sessions
+        series = [
+            SeriesSnapshot(
+                route.service,
+                route.env,
+                version,
+                self._counters(route.label, version, tally),
+                busy.get((route.label, version), 0),
+            )
+            for route in self._routes.values()
+            for version, tally in sorted(tallies.get(route.label, {}).items())
+        ]
         return render_prometheus(series)
 
     async def close(self) -> None:
@@ -220,13 +217,10 @@ class HAProxyRouter:
                     await self._sweeper
                 self._sweeper = None
             if self._master.running():
-                with contextlib.suppress(SocketError):
-                    self._refreshed()
-                self._bank_workers([w for w in (self._current, *self._retired) if w])
+                self._refreshed()
                 await self._master.stop(self._close_grace)
-            self._current, self._retired = None, []
+            self._forget_workers()
             self._served.clear()
-            self._live.clear()
             if self._receiver is not None:
                 self._receiver.close()
 
@@ -248,6 +242,14 @@ class HAProxyRouter:
         """The most recent latencies (seconds) of a version, oldest first (needs latency_log)."""
         stats = self._book.get(f"{service}/{env}", version)
         return tuple(stats.samples) if stats is not None else ()
+
+    def servers(self, service: str, env: str, preview: bool = False) -> dict[str, Slot]:
+        """What each ``server`` line of a route's backend stands for now (diagnostics)."""
+        route = self._routes.get((service, env))
+        if route is None or self._current is None:
+            return {}
+        backend = route.names.preview_backend if preview else route.names.backend
+        return dict(self._current.slots.get(backend, {}))
 
     def runtime(self, command: str) -> str:
         """Send one runtime API command to the current worker (diagnostics, tests)."""
@@ -275,26 +277,7 @@ class HAProxyRouter:
             for backend in (route.names.backend, route.names.preview_backend):
                 self._backends[backend] = route.label
             self._routes[(service, env)] = route
-            self._book.forget_names()
         return route
-
-    def _remember(self, route: _Route) -> None:
-        for backend, specs in (
-            (route.names.backend, route.servers),
-            (route.names.preview_backend, route.preview_servers),
-        ):
-            for spec in specs:
-                self._versions[(backend, spec.name)] = spec.version
-                self._instances[(backend, spec.name)] = spec.instance_id
-
-    def _resolve(self, backend: str, server: str) -> tuple[str, str] | None:
-        label = self._backends.get(backend)
-        if label is None:
-            return None
-        if not server:
-            return label, NO_VERSION
-        version = self._versions.get((backend, server))
-        return None if version is None else (label, version)
 
     def _listen(self, route: _Route, current: Listen | None, host: str, port: int) -> Listen:
         if port == 0:
@@ -315,36 +298,40 @@ class HAProxyRouter:
             _check_free(route.label, wanted)
         return wanted
 
-    def _config(self) -> tuple[str, dict[str, tuple[ServerSpec, ...]]]:
-        """The configuration text, and the servers it gives each backend."""
-        routes = [
-            RouteConfig(r.names, r.listen, r.preview_listen, r.servers, r.preview_servers)
-            for r in self._routes.values()
-            if r.listen is not None
-        ]
-        servers: dict[str, tuple[ServerSpec, ...]] = {}
-        for route in routes:
-            servers[route.names.backend] = route.servers
-            servers[route.names.preview_backend] = route.preview_servers
-        log_socket = self._paths.log_socket if self._receiver is not None else None
-        return render(self._settings, self._paths.stats_socket, routes, log_socket), servers
-
-    def _configured(self, servers: dict[str, tuple[ServerSpec, ...]]) -> None:
-        """The book after a start or reload, then whatever ``apply()`` asked for meanwhile."""
-        self._served = {
-            r.label: (r.listen, r.preview_listen)
-            for r in self._routes.values()
-            if r.listen is not None
-        }
-        self._live = {
-            backend: {spec.name: LiveServer(spec) for spec in specs}
-            for backend, specs in servers.items()
-        }
-        self._resync = False
+    def _config(self) -> tuple[str, dict[str, dict[str, Slot]]]:
+        """The configuration text, and the slots it gives each backend."""
+        previous = self._current.slots if self._current is not None else {}
+        slots: dict[str, dict[str, Slot]] = {}
+        routes: list[RouteConfig] = []
         for route in self._routes.values():
-            if route.label in self._served:
-                self._push(route.names.backend, route.servers)
-                self._push(route.names.preview_backend, route.preview_servers)
+            if route.listen is None:
+                continue
+            for backend, specs in route.backends():
+                slots[backend] = layout(specs, previous.get(backend))
+            names = route.names
+            routes.append(
+                RouteConfig(
+                    names,
+                    route.listen,
+                    route.preview_listen,
+                    slots[names.backend],
+                    slots[names.preview_backend],
+                )
+            )
+        log_socket = self._paths.log_socket if self._receiver is not None else None
+        return render(self._settings, self._paths.stats_socket, routes, log_socket), slots
+
+    def _resolve(self, pid: int, backend: str, server: str) -> tuple[str, str] | None:
+        label = self._backends.get(backend)
+        if label is None:
+            return None
+        if not server:
+            return label, NO_VERSION
+        for worker in self._workers(exited=True):
+            if worker.pid == pid:
+                spec = worker.spec_of(backend, server)
+                return None if spec is None else (label, spec.version)
+        return None
 
     # -- HAProxy -------------------------------------------------------------------------
 
@@ -352,16 +339,13 @@ class HAProxyRouter:
         if self._master.adopt():
             await self._reload()
             return
-        text, servers = self._config()
+        text, slots = self._config()
         await self._master.start(text)
-        assert self._master.worker is not None
-        self._current = _Worker(self._master.worker)
-        self._configured(servers)
+        self._configured(slots)
 
     async def _reload(self) -> None:
-        with contextlib.suppress(SocketError):
-            self._refreshed()
-        text, servers = self._config()
+        self._refreshed()
+        text, slots = self._config()
         self._reloading = True
         try:
             old = await self._master.reload(text)
@@ -369,38 +353,64 @@ class HAProxyRouter:
             self._reloading = False
         if self._current is not None and self._current.pid == old:
             self._retired.append(self._current)
-        assert self._master.worker is not None
-        self._current = _Worker(self._master.worker)
-        self._configured(servers)
+        self._configured(slots)
 
-    def _push(self, backend: str, desired: tuple[ServerSpec, ...]) -> None:
-        live = self._live.setdefault(backend, {})
-        for command in transition(backend, live, desired):
-            try:
-                answer = self._master.stats(command.text)
-            except SocketError as exc:
-                log.warning("HAProxy did not take %r (%s); will resync", command.text, exc)
-                self._resync = True
+    def _configured(self, slots: dict[str, dict[str, Slot]]) -> None:
+        """A new worker runs ``slots``; then whatever ``apply()`` asked for meanwhile."""
+        assert self._master.worker is not None
+        self._current = WorkerBook(self._master.worker, slots)
+        self._served = {
+            r.label: (r.listen, r.preview_listen)
+            for r in self._routes.values()
+            if r.listen is not None
+        }
+        self._resync = False
+        for route in self._routes.values():
+            if route.label in self._served:
+                self._push(route)
+
+    def _push(self, route: _Route) -> None:
+        """Bring the current worker to the route's desired servers through the runtime API."""
+        current = self._current
+        assert current is not None
+        for backend, desired in route.backends():
+            change = transition(backend, current.slots.get(backend, {}), desired)
+            if change is None:
+                log.info("%s needs more server slots; reloading HAProxy", route.label)
+                self._heal()
                 return
-            if not succeeded(command, answer):
-                log.warning("HAProxy refused %r: %s; will resync", command.text, answer.strip())
-                self._resync = True
-                return
-        wanted = {spec.name: LiveServer(spec) for spec in desired}
-        for name, current in live.items():
-            if name not in wanted:
-                wanted[name] = LiveServer(current.spec, draining=True)
-        self._live[backend] = wanted
+            for command in change.commands:
+                try:
+                    answer = self._master.stats(command.text)
+                except SocketError as exc:
+                    log.warning("HAProxy did not take %r (%s); reloading", command.text, exc)
+                    self._heal()
+                    return
+                if not succeeded(command, answer):
+                    log.warning("HAProxy refused %r: %s; reloading", command.text, answer.strip())
+                    self._heal()
+                    return
+            current.slots[backend] = change.slots
+
+    def _heal(self) -> None:
+        """Have the sweeper reload from the desired state as soon as it can."""
+        self._resync = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def _sweep(self) -> None:
-        """Finish drains, follow old workers, and heal: a few times a second.
+        """Park drained slots, follow old workers, and heal: a few times a second.
 
         A failing round (HAProxy cannot start: its port was taken meanwhile) is retried
         with exponential backoff, up to a few seconds, so it neither spins nor gives up.
         """
+        assert self._wake is not None
         failures = 0
         while True:
-            await asyncio.sleep(min(_MAX_BACKOFF, self._sweep_interval * 2**failures))
+            delay = min(_MAX_BACKOFF, self._sweep_interval * 2**failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
             try:
                 async with self._lock:
                     await self._sweep_once()
@@ -415,8 +425,7 @@ class HAProxyRouter:
         if not self._master.running():
             if self._served:
                 log.warning("HAProxy exited unexpectedly; starting it again")
-                self._bank_workers([w for w in (self._current, *self._retired) if w])
-                self._current, self._retired = None, []
+                self._forget_workers()
                 await self._master.stop(0.0)
                 await self._start()
             return
@@ -424,66 +433,49 @@ class HAProxyRouter:
             await self._reload()
             return
         # Poll every worker: a crash, or a replaced worker's exit, loses only what happened
-        # since the last poll. Drains move on only from rows read in this very round.
-        fresh = self._current is not None and self._refresh(
-            self._current, self._master.stats(_STAT)
-        )
+        # since the last poll. Slots are parked only from rows read in this very round.
+        current = self._current
+        if current is not None and current.refresh(
+            self._master.stats(_STAT), self._backends, NO_VERSION
+        ):
+            for backend, name, row in list(current.idle_draining()):
+                if succeeded(command := park(backend, name), self._master.stats(command.text)):
+                    current.parked(backend, name, row)
         self._refreshed(current=False)
-        draining = any(s.draining for servers in self._live.values() for s in servers.values())
-        if fresh and draining:
-            self._finish_drains()
         if self._retired:
             alive = set(self._master.procs().old_workers)
-            gone = [w for w in self._retired if w.pid not in alive]
-            self._bank_workers(gone)
-            self._retired = [w for w in self._retired if w.pid in alive]
-
-    def _finish_drains(self) -> None:
-        current = self._current
-        if current is None:
-            return
-        rows = {(row.proxy, row.server): row for row in current.rows}
-        for backend, servers in self._live.items():
-            for name, server in list(servers.items()):
-                if not server.draining:
-                    continue
-                row = rows.get((backend, name))
-                if row is None:  # already gone (deleted by hand?): nothing left to bank
-                    del servers[name]
-                    continue
-                if row.scur > 0:
-                    continue
-                answers = [(c, self._master.stats(c.text)) for c in drained(backend, name)]
-                if all(succeeded(c, a) for c, a in answers):
-                    by_version = current.deleted.setdefault(backend, {})
-                    add_into(by_version, server.spec.version, row.tally)
-                    del servers[name]
+            for worker in [w for w in self._retired if w.pid not in alive]:
+                self._retired.remove(worker)
+                self._retire(worker)
 
     # -- counters ------------------------------------------------------------------------
 
-    def _refresh(self, worker: _Worker, text: str) -> bool:
-        if not text.startswith("# pxname"):
-            return False  # not a stats answer: the worker is gone, keep its last view
-        worker.rows = parse_stat(text)
-        view = worker_view(worker.rows, self._backends, self._versions, worker.deleted, NO_VERSION)
-        worker.view = {route: dict(v) for route, v in view.routes.items()}
-        return True
+    def _workers(self, exited: bool = False) -> list[WorkerBook]:
+        live = [w for w in (self._current, *self._retired) if w is not None]
+        return live + list(self._exited) if exited else live
 
-    def _refreshed(self, current: bool = True) -> list[_Worker]:
-        """Every worker with fresh rows (old workers through the master socket)."""
-        workers: list[_Worker] = []
-        if current and self._current is not None and self._master.running():
+    def _refreshed(self, current: bool = True) -> list[WorkerBook]:
+        """Every live worker with fresh rows (old workers through the master socket)."""
+        if not self._master.running():
+            return self._workers()
+        if current and self._current is not None:
             with contextlib.suppress(SocketError):
-                self._refresh(self._current, self._master.stats(_STAT))
-            workers.append(self._current)
+                self._current.refresh(self._master.stats(_STAT), self._backends, NO_VERSION)
         for worker in self._retired:
             with contextlib.suppress(SocketError):
-                self._refresh(worker, self._master.on_worker(worker.pid, _STAT))
-            workers.append(worker)
-        return workers
+                answer = self._master.on_worker(worker.pid, _STAT)
+                worker.refresh(answer, self._backends, NO_VERSION)
+        return self._workers()
 
-    def _bank_workers(self, workers: list[_Worker]) -> None:
-        self._bank = merge([self._bank, *(w.view for w in workers)])
+    def _retire(self, worker: WorkerBook) -> None:
+        """A worker has exited: its last view becomes history."""
+        self._bank = merge([self._bank, worker.view])
+        self._exited.append(worker)
+
+    def _forget_workers(self) -> None:
+        for worker in self._workers():
+            self._retire(worker)
+        self._current, self._retired = None, []
 
     def _tallies(self) -> dict[str, dict[str, Tally]]:
         return merge([self._bank, *(w.view for w in self._refreshed())])

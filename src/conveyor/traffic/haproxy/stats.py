@@ -13,6 +13,9 @@ accounting rules (``builtin.metrics``) as far as HAProxy's counters allow:
 * a request with no server to go to (no eligible version) increments the backend's
   ``econ`` but no server's, so ``backend econ - sum(server econ)`` is the ``NO_VERSION``
   count, as the built-in router counts its 503s under ``"-"``;
+* a slot (see ``plan``) stands for different instances over time and HAProxy's counters
+  never reset, so the router notes a slot's counters when it is parked (``baselines``) and
+  banks the difference under the version it served;
 * one difference: a response cut short after its head was relayed is counted by HAProxy
   both in its status class and in ``eresp`` (as ``srv_abrt``). It counts once in
   ``requests`` and as a proxy error, but also stays in its status class.
@@ -29,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
 from conveyor.core.model import VersionCounters
+from conveyor.traffic.haproxy.plan import Slots
 
 
 @dataclass(frozen=True)
@@ -139,38 +143,35 @@ def add_into(target: dict[str, Tally], key: str, tally: Tally) -> None:
     target[key] = target.get(key, ZERO) + tally
 
 
-@dataclass(frozen=True)
-class WorkerView:
-    """Per-version tallies of every route, as one HAProxy worker has counted them so far."""
-
-    routes: Mapping[str, Mapping[str, Tally]]  # route label -> version -> tally
+Views = dict[str, dict[str, Tally]]
+"""Route label -> version -> tally."""
 
 
 def worker_view(
     rows: Iterable[StatRow],
     backends: Mapping[str, str],
-    versions: Mapping[tuple[str, str], str],
-    deleted: Mapping[str, Mapping[str, Tally]],
+    slots: Mapping[str, Slots],
+    baselines: Mapping[tuple[str, str], Tally],
+    banked: Mapping[str, Mapping[str, Tally]],
     no_version: str,
-) -> WorkerView:
+) -> Views:
     """Sum one worker's rows per route and version.
 
-    ``backends`` maps a backend name to its route label (main and preview backends of a
-    route share the label); ``versions`` maps ``(backend, server)`` to a version; ``deleted``
-    holds, per backend, the final tallies of servers this worker no longer lists, by version
-    (they still count, and their ``econ`` is inside the backend's). Unknown proxies and
-    servers are ignored.
+    ``backends`` maps a backend to its route label (a route's main and preview backends
+    share it). A slot's counters are cumulative over every instance it ever stood for, so
+    its current instance's version gets ``row - baselines[(backend, slot)]``; the instances
+    it stood for before are in ``banked`` (per backend, per version). Servers never leave
+    a backend, so ``backend econ - sum(server econ)`` is exactly the requests that found no
+    server. Rows of unknown proxies are ignored.
     """
-    routes: dict[str, dict[str, Tally]] = {}
+    routes: Views = {}
     backend_econ: dict[str, int] = {}
     server_econ: dict[str, int] = {}
-    for backend, by_version in deleted.items():
+    for backend, by_version in banked.items():
         route = backends.get(backend)
-        if route is None:
-            continue
-        for version, tally in by_version.items():
-            add_into(routes.setdefault(route, {}), version, tally)
-            server_econ[backend] = server_econ.get(backend, 0) + tally.econ
+        if route is not None:
+            for version, tally in by_version.items():
+                add_into(routes.setdefault(route, {}), version, tally)
     for row in rows:
         route = backends.get(row.proxy)
         if route is None:
@@ -178,21 +179,22 @@ def worker_view(
         if row.is_backend:
             backend_econ[row.proxy] = backend_econ.get(row.proxy, 0) + row.tally.econ
             continue
-        server_version = versions.get((row.proxy, row.server))
-        if server_version is None:
-            continue
-        add_into(routes.setdefault(route, {}), server_version, row.tally)
         server_econ[row.proxy] = server_econ.get(row.proxy, 0) + row.tally.econ
+        slot = slots.get(row.proxy, {}).get(row.server)
+        if slot is None or slot.spec is None:
+            continue
+        since = row.tally - baselines.get((row.proxy, row.server), ZERO)
+        add_into(routes.setdefault(route, {}), slot.spec.version, since)
     for backend, econ in backend_econ.items():
         unrouted = econ - server_econ.get(backend, 0)
         if unrouted > 0:
             add_into(routes.setdefault(backends[backend], {}), no_version, Tally(econ=unrouted))
-    return WorkerView(routes)
+    return routes
 
 
-def merge(views: Iterable[Mapping[str, Mapping[str, Tally]]]) -> dict[str, dict[str, Tally]]:
+def merge(views: Iterable[Mapping[str, Mapping[str, Tally]]]) -> Views:
     """The sum of several workers' (or banks') route -> version -> tally maps."""
-    total: dict[str, dict[str, Tally]] = {}
+    total: Views = {}
     for view in views:
         for route, by_version in view.items():
             into = total.setdefault(route, {})
