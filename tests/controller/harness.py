@@ -41,6 +41,14 @@ project: {project}
         count: 3
         min_sample: 30
         failure_condition: "result > 0.05"
+  latency:
+    metrics:
+      - name: p95-vs-stable
+        provider: builtin
+        query: compare_latency
+        interval: 1s
+        count: 30
+        compare: {{quantile: 0.95, max_ratio: 1.5, min_samples: 30}}
   compare:
     metrics:
       - name: errors-vs-stable
@@ -79,7 +87,7 @@ environments:
     strategy:
       canary:
         steps: {canary_steps}
-        scale_down_delay: {scale_down_delay}
+        scale_down_delay: {scale_down_delay}{canary_background}
     progress_deadline: {deadline}
     rollback: {{error_rate: {canary_error_rate}}}
   haproxy:
@@ -103,6 +111,7 @@ def write_project(
     canary_steps: str = "[{set_weight: 20}, {pause: 1s}, {set_weight: 50}, {pause: {}}]",
     canary_error_rate: str = "5%",
     notify: str = "",
+    canary_background: str | None = None,
 ) -> Path:
     shutil.copytree(
         EXAMPLES / "catalog",
@@ -116,6 +125,9 @@ def write_project(
             canary_steps=canary_steps,
             canary_error_rate=canary_error_rate,
             notify=notify,
+            canary_background=f"\n        analysis: {canary_background}"
+            if canary_background
+            else "",
             instances=instances,
             verification=verification,
             deadline=deadline,

@@ -237,3 +237,39 @@ def test_a_held_canary_notifies_a_signed_webhook(
         assert payload["service"] == "catalog" and payload["revision"] == 2
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ({"FAULT_ERROR_RATE": "0.3"}, "error-rate"),
+        ({"FAULT_LATENCY_MS": "150"}, "analysis-failed"),
+        ({"FAULT_CRASH_AFTER": "1"}, "crash-loop"),
+        ({"FAULT_READINESS": "fail"}, "progress-deadline"),
+    ],
+    ids=["5xx", "latency", "crash", "readiness"],
+)
+def test_each_fault_kind_aborts_the_canary_with_its_reason(
+    tmp_path: Path, database_url: str, fault: dict[str, str], reason: str
+) -> None:
+    async def scenario() -> None:
+        steps = "[{set_weight: 20}, {pause: 60s}, {set_weight: 100}]"
+        async with stack(
+            tmp_path,
+            database_url,
+            canary_steps=steps,
+            canary_background="latency",
+            deadline="5s",
+        ) as s:
+            await s.wait(await s.deploy("canary", s.build("v1")))
+            load = LoadGenerator("127.0.0.1", s.port("canary"), rate=150, connections=4)
+            await load.start()
+            bad = await s.wait(await s.deploy("canary", s.build("v2"), overrides=fault))
+            report = await load.stop()
+            assert bad.phase == "rolled_back", bad.status
+            assert bad.status["abort"]["reason"] == reason, bad.status["abort"]
+            assert {i.revision for i in s.instances("canary")} == {1}
+            # Only the canary's share of users could meet the fault.
+            assert report.failed / max(1, report.sent) < 0.2
+
+    run(scenario())

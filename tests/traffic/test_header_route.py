@@ -62,9 +62,7 @@ def test_header_route_sends_matching_requests_to_the_canary_only() -> None:
             # Without the route, weight 0 means no traffic at all for the canary.
             router.apply("svc", "prod", RouteTable(pools=table.pools))
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                again = [
-                    (await client.get("/", headers={"X-Canary": "1"})).text for _ in range(20)
-                ]
+                again = [(await client.get("/", headers={"X-Canary": "1"})).text for _ in range(20)]
             assert set(again) == {"stable"}
         finally:
             await router.close()

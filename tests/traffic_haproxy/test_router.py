@@ -307,11 +307,17 @@ def test_a_haproxy_left_by_a_crashed_router_is_adopted(tmp_path: Path) -> None:
         port, master = int(out[0]), int(out[1])
         try:
             assert (await get(port)).status == 200  # users are served without Conveyor
-            async with haproxy_routed(tmp_path) as (router, _):
-                assert router.master_pid == master  # taken over, not started twice
-                await router.serve(SERVICE, ENV, "127.0.0.1", port, None)
-                router.apply(SERVICE, ENV, table(("v1", 1, [v1])))
-                assert (await get(port)).status == 200
+            load = LoadGenerator("127.0.0.1", port, rate=300, connections=4)
+            await load.start()
+            await asyncio.sleep(0.2)
+            router = HAProxyRouter(tmp_path, haproxy=str(HAPROXY))
+            await router.serve(SERVICE, ENV, "127.0.0.1", port, None)  # the same port
+            assert router.master_pid == master  # taken over, not started twice
+            router.apply(SERVICE, ENV, table(("v1", 1, [v1])))
+            await asyncio.sleep(0.3)
+            report = await load.stop()
+            assert report.failed == 0, report.errors
+            await router.close()
             assert not running(master)
         finally:
             if running(master):

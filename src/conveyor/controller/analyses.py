@@ -72,15 +72,12 @@ class ReleaseAnalyses:
         events: list[NewEvent] = []
         now = self.clock()
         for key, run in self.runs.items():
-            for measurement in await run.step(now):
-                events.append(
-                    NewEvent(
-                        "analysis.measured",
-                        {"run": key, **measurement.to_json()},
-                    )
-                )
+            measured = await run.step(now)
+            events.extend(
+                NewEvent("analysis.measured", {"run": key, **m.to_json()}) for m in measured
+            )
             summary = run.summary()
-            if events and summary.phase != "running":
+            if measured and summary.phase != "running":
                 events.append(
                     NewEvent(
                         "analysis.completed",

@@ -23,6 +23,7 @@ Choices that define behaviour users see, kept together here:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,3 +135,11 @@ def _backend(name: str, slots: Slots) -> list[str]:
         else:
             lines.append(f"    server {slot.name} {spec.host}:{spec.port} weight {spec.weight}")
     return lines
+
+
+_BIND = re.compile(r"^\s*bind\s+(\S+):(\d+)\s*$", re.MULTILINE)
+
+
+def bound(config: str) -> frozenset[Listen]:
+    """The addresses a configuration listens on (to recognise an adopted HAProxy's ports)."""
+    return frozenset(Listen(host, int(port)) for host, port in _BIND.findall(config))

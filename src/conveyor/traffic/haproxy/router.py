@@ -40,7 +40,7 @@ from conveyor.core.model import RouteTable, VersionCounters
 from conveyor.errors import Conflict, NotFound
 from conveyor.traffic.builtin.metrics import NO_VERSION, SeriesSnapshot, render_prometheus
 from conveyor.traffic.builtin.router import PREVIEW_VERSION
-from conveyor.traffic.haproxy.config import Listen, RouteConfig, Settings, render
+from conveyor.traffic.haproxy.config import Listen, RouteConfig, Settings, bound, render
 from conveyor.traffic.haproxy.latency import LatencyBook, LogReceiver
 from conveyor.traffic.haproxy.plan import (
     ProxyNames,
@@ -116,6 +116,7 @@ class HAProxyRouter:
         self._routes: dict[tuple[str, str], _Route] = {}
         self._backends: dict[str, str] = {}  # backend -> route label
         self._served: dict[str, tuple[Listen | None, Listen | None]] = {}  # in the config
+        self._inherited: frozenset[Listen] = frozenset()  # an adopted HAProxy's listeners
         self._current: WorkerBook | None = None
         self._retired: list[WorkerBook] = []  # replaced by a reload, still finishing requests
         self._exited: deque[WorkerBook] = deque(maxlen=_EXITED_KEPT)
@@ -139,6 +140,10 @@ class HAProxyRouter:
         preview_port: int | None = None,
     ) -> None:
         async with self._lock:
+            if not self._master.running() and self._master.adopt():
+                # A previous router's HAProxy still serves: its listeners are ours to keep.
+                with contextlib.suppress(OSError):
+                    self._inherited = bound(self._paths.config.read_text())
             route = self._route(service, env)
             listen = self._listen(route, route.listen, host, port)
             preview = (
@@ -294,7 +299,8 @@ class HAProxyRouter:
                     f"{other.label} already does",
                     hint="give every environment its own port",
                 )
-        if wanted not in {bound for pair in self._served.values() for bound in pair if bound}:
+        ours = {listen for pair in self._served.values() for listen in pair if listen}
+        if wanted not in ours | self._inherited:
             _check_free(route.label, wanted)
         return wanted
 
@@ -336,9 +342,6 @@ class HAProxyRouter:
     # -- HAProxy -------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        if self._master.adopt():
-            await self._reload()
-            return
         text, slots = self._config()
         await self._master.start(text)
         self._configured(slots)
