@@ -313,9 +313,16 @@ def test_a_haproxy_left_by_a_crashed_router_is_adopted(tmp_path: Path) -> None:
             router = HAProxyRouter(tmp_path, haproxy=str(HAPROXY))
             await router.serve(SERVICE, ENV, "127.0.0.1", port, None)  # the same port
             assert router.master_pid == master  # taken over, not started twice
+            adopted_worker = router.worker_pid
+            await asyncio.sleep(0.2)  # no table yet: users keep what they had
             router.apply(SERVICE, ENV, table(("v1", 1, [v1])))
-            await asyncio.sleep(0.3)
+            deadline = time.monotonic() + 3
+            while router.worker_pid == adopted_worker:  # now the router's own configuration
+                assert time.monotonic() < deadline, "the adopted HAProxy was never reloaded"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
             report = await load.stop()
+            assert router.counters(SERVICE, ENV)["v1"].requests > 0
             assert report.failed == 0, report.errors
             await router.close()
             assert not running(master)

@@ -95,6 +95,11 @@ class HAProxyRouter:
     output. ``latency_log`` makes every request's latency available (see ``latency``) at
     the cost of one log datagram per request; without it ``latency_samples()`` is empty and
     the latency histogram has no buckets.
+
+    A router whose state dir has a running HAProxy (left by a Conveyor process that died)
+    adopts it: ``serve()`` on the listeners it already has changes nothing, users keep the
+    split they had, and the first reload happens once every served route has its table
+    (or ``adoption_grace`` seconds after the first ``serve()``).
     """
 
     def __init__(
@@ -107,6 +112,7 @@ class HAProxyRouter:
         latency_log: bool = True,
         close_grace: float = 5.0,
         sweep_interval: float = 0.1,
+        adoption_grace: float = 5.0,
     ) -> None:
         self._settings = replace(settings or Settings(), nbthread=nbthread)
         self._paths = paths_for(state_dir)
@@ -117,6 +123,10 @@ class HAProxyRouter:
         self._backends: dict[str, str] = {}  # backend -> route label
         self._served: dict[str, tuple[Listen | None, Listen | None]] = {}  # in the config
         self._inherited: frozenset[Listen] = frozenset()  # an adopted HAProxy's listeners
+        self._awaiting: set[str] = set()  # adopted routes served, waiting for their tables
+        self._applied: set[str] = set()
+        self._adopted_at: float | None = None
+        self._adoption_grace = adoption_grace
         self._current: WorkerBook | None = None
         self._retired: list[WorkerBook] = []  # replaced by a reload, still finishing requests
         self._exited: deque[WorkerBook] = deque(maxlen=_EXITED_KEPT)
@@ -163,6 +173,10 @@ class HAProxyRouter:
                 self._receiver.open()
             if not self._master.running():
                 await self._start()
+            elif self._current is None and {listen, preview} - {None} <= self._inherited:
+                # Adopted: users keep what they had until the tables arrive (see apply).
+                self._awaiting.add(route.label)
+                self._adopted_at = self._adopted_at or asyncio.get_running_loop().time()
             elif self._served.get(route.label) != (listen, preview):
                 await self._reload()
             if self._sweeper is None or self._sweeper.done():
@@ -174,7 +188,11 @@ class HAProxyRouter:
         route.servers = server_weights(table.pools)
         version = table.preview_version or PREVIEW_VERSION
         route.preview_servers = preview_servers(version, table.preview)
-        if route.label in self._served and not self._reloading and self._master.running():
+        if route.label in self._awaiting:
+            self._applied.add(route.label)
+            if self._awaiting <= self._applied:
+                self._heal()  # every adopted route has its table: reload with all of them
+        elif route.label in self._served and not self._reloading and self._master.running():
             self._push(route)
 
     def in_flight(self, service: str, env: str, instance_id: str) -> int:
@@ -368,6 +386,9 @@ class HAProxyRouter:
             if r.listen is not None
         }
         self._resync = False
+        self._awaiting.clear()
+        self._applied.clear()
+        self._adopted_at = None
         for route in self._routes.values():
             if route.label in self._served:
                 self._push(route)
@@ -432,6 +453,10 @@ class HAProxyRouter:
                 await self._master.stop(0.0)
                 await self._start()
             return
+        if self._adopted_at is not None:
+            waited = asyncio.get_running_loop().time() - self._adopted_at
+            if waited > self._adoption_grace:
+                self._resync = True  # some adopted route never got a table: stop waiting
         if self._resync:
             await self._reload()
             return
