@@ -1,0 +1,383 @@
+"""Run a plan: real processes, bounded parallelism, fail-fast, timeouts, retries, evidence.
+
+Every job runs in its own session (``start_new_session``), so it leads a process group that
+holds everything it spawns. Stopping a job — on timeout, on fail-fast, or to sweep up
+background children after it exits — signals that whole group: SIGTERM, then SIGKILL after
+``kill_grace`` seconds. Nothing a job starts outlives it.
+
+Retries are for infrastructure failures only, so that a flaky machine does not fail a
+release while a failing test is never papered over. A failure counts as infrastructure when
+the process exits with ``INFRA_EXIT_CODES`` (75, EX_TEMPFAIL from sysexits.h: "try again
+later") or is killed by a signal Conveyor did not send (the OOM killer, a lost node).
+Timeouts and ordinary non-zero exits are not retried. Every attempt is recorded with why it
+was retried.
+
+Results: ``success``, ``failure``, ``skipped`` (with the reason) and ``cancelled`` (stopped
+by fail-fast). Everything a job emits is masked for its secrets before it is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conveyor.core.expressions import ExpressionError
+from conveyor.pipeline.cache import CacheOutcome, CacheStore, hash_files
+from conveyor.pipeline.conditions import render
+from conveyor.pipeline.model import PipelineSpec
+from conveyor.pipeline.plan import (
+    NeedState,
+    PipelineError,
+    Plan,
+    PlannedJob,
+    RunContext,
+    Skip,
+    build_plan,
+    condition_names,
+    decide,
+)
+from conveyor.pipeline.reports import JUnitEvidence, collect_junit
+from conveyor.pipeline.secrets import Masker, SecretUnavailable, resolve_secrets
+
+INFRA_EXIT_CODES = frozenset({75})
+_CHUNK = 65536
+
+LogSink = Callable[[str, str], None]
+"""Called with (job name, masked line) as lines arrive: the hook for a live view."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    exit_code: int | None
+    signal: int | None
+    duration: float
+    outcome: str  # success | failure | timeout | cancelled | infrastructure
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    name: str
+    result: str
+    reason: str | None = None
+    duration: float = 0.0
+    exit_code: int | None = None
+    attempts: tuple[Attempt, ...] = ()
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    log: str = ""
+    reports: tuple[JUnitEvidence, ...] = ()
+    cache: CacheOutcome | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    result: str  # success | failure
+    duration: float
+    jobs: tuple[JobResult, ...]
+
+    def job(self, name: str) -> JobResult:
+        return next(job for job in self.jobs if job.name == name)
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines, and ``KEY<<EOF`` ... ``EOF`` blocks for multi-line values."""
+    outputs: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            key, delimiter = line.split("<<", 1)
+            body: list[str] = []
+            for inner in lines:
+                if inner == delimiter:
+                    break
+                body.append(inner)
+            outputs[key.strip()] = "\n".join(body)
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            outputs[key.strip()] = value
+    return outputs
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+class _Stopped(Exception):
+    """Internal: the attempt was stopped by us (timeout); carries nothing."""
+
+
+class PipelineRunner:
+    def __init__(
+        self,
+        plan: Plan,
+        workdir: Path,
+        *,
+        context: RunContext | None = None,
+        cache_dir: Path | None = None,
+        max_parallel: int | None = None,
+        environ: Mapping[str, str] | None = None,
+        on_log: LogSink | None = None,
+        kill_grace: float = 2.0,
+    ) -> None:
+        self.plan = plan
+        self.workdir = workdir
+        self.context = context or RunContext()
+        self.cache = CacheStore(cache_dir) if cache_dir is not None else None
+        self.limit = max_parallel or plan.max_parallel or os.cpu_count() or 1
+        self.environ = dict(os.environ if environ is None else environ)
+        self.on_log = on_log
+        self.kill_grace = kill_grace
+
+    async def run(self) -> RunResult:
+        started = time.monotonic()
+        states: dict[str, NeedState] = {}
+        results: dict[str, JobResult] = {}
+        pending = list(self.plan.jobs)
+        running: dict[asyncio.Task[JobResult], PlannedJob] = {}
+        stopped_by: str | None = None
+
+        def record(result: JobResult) -> None:
+            nonlocal stopped_by
+            results[result.name] = result
+            states[result.name] = NeedState(result.result, result.outputs)
+            if result.result == "failure" and self.plan.fail_fast and stopped_by is None:
+                stopped_by = result.name
+                for task in running:
+                    task.cancel()
+
+        while pending or running:
+            progressed = True
+            while progressed and len(running) < self.limit:
+                progressed = False
+                for job in list(pending):
+                    if len(running) >= self.limit:
+                        break
+                    if not all(need in states for need in job.needs):
+                        continue
+                    pending.remove(job)
+                    progressed = True
+                    try:
+                        decision = decide(job, self.plan, self.context, states, stopped_by)
+                    except PipelineError as error:
+                        record(JobResult(job.name, "failure", reason=error.message))
+                        continue
+                    if isinstance(decision, Skip):
+                        record(JobResult(job.name, "skipped", reason=decision.reason))
+                        continue
+                    running[asyncio.create_task(self._job(job, states))] = job
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=lambda t: self.plan.jobs.index(running[t])):
+                del running[task]
+                record(task.result())
+        ordered = tuple(results[job.name] for job in self.plan.jobs)
+        failed = any(job.result in ("failure", "cancelled") for job in ordered)
+        return RunResult("failure" if failed else "success", time.monotonic() - started, ordered)
+
+    async def _job(self, job: PlannedJob, states: Mapping[str, NeedState]) -> JobResult:
+        started = time.monotonic()
+        log: list[str] = []
+        attempts: list[Attempt] = []
+        mask = Masker(())
+        cache: CacheOutcome | None = None
+        try:
+            secrets = resolve_secrets(job.name, job.spec.secrets, self.environ)
+            mask = Masker(secrets.values())
+            names = condition_names(job, self.plan, self.context, states)
+            env = self._environment(job, names, secrets)
+            if self.cache is not None and job.spec.cache is not None:
+                cache = await asyncio.to_thread(self._restore, job, names)
+            for number in range(1, job.spec.retries + 2):
+                attempt, outputs = await self._attempt(job, number, env, log, mask)
+                attempts.append(attempt)
+                if attempt.outcome != "infrastructure" or number > job.spec.retries:
+                    break
+                self._log(job.name, log, f"conveyor: retrying after {attempt.reason}")
+        except asyncio.CancelledError:
+            return self._finish(job, started, "cancelled", "stopped by fail-fast", attempts, log)
+        except (SecretUnavailable, ExpressionError) as error:
+            return self._finish(job, started, "failure", mask(error.message), attempts, log)
+        last = attempts[-1]
+        success = last.outcome == "success"
+        reports = collect_junit(self.workdir, job.spec.reports.junit, mask)
+        if success and cache is not None and job.spec.cache is not None and not cache.hit:
+            saved = await asyncio.to_thread(
+                self.cache.save,  # type: ignore[union-attr]
+                cache.key,
+                job.spec.cache.paths,
+                self.workdir,
+            )
+            cache = dataclasses.replace(cache, saved=saved)
+        return self._finish(
+            job,
+            started,
+            "success" if success else "failure",
+            last.reason,
+            attempts,
+            log,
+            outputs={k: mask(v) for k, v in outputs.items()},
+            reports=tuple(reports),
+            cache=cache,
+        )
+
+    def _finish(
+        self,
+        job: PlannedJob,
+        started: float,
+        result: str,
+        reason: str | None,
+        attempts: list[Attempt],
+        log: list[str],
+        **extra: object,
+    ) -> JobResult:
+        exit_code = attempts[-1].exit_code if attempts else None
+        return JobResult(
+            job.name,
+            result,
+            reason=reason,
+            duration=time.monotonic() - started,
+            exit_code=exit_code,
+            attempts=tuple(attempts),
+            log="\n".join(log),
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def _environment(
+        self, job: PlannedJob, names: Mapping[str, object], secrets: Mapping[str, str]
+    ) -> dict[str, str]:
+        env = dict(self.environ)
+        env["CONVEYOR_JOB"] = job.name
+        for key, value in job.matrix.items():
+            env[f"CONVEYOR_MATRIX_{key.upper()}"] = render("{{ m }}", {"m": value})
+        for key, template in job.spec.env.items():
+            env[key] = render(template, names)
+        env.update(secrets)
+        return env
+
+    def _restore(self, job: PlannedJob, names: Mapping[str, object]) -> CacheOutcome:
+        spec = job.spec.cache
+        assert spec is not None and self.cache is not None
+
+        def hashed(patterns: object) -> str:
+            return hash_files(self.workdir, list(patterns))  # type: ignore[call-overload]
+
+        key = render(spec.key, names, hashed)
+        restore_keys = [render(k, names, hashed) for k in spec.restore_keys]
+        return self.cache.restore(key, restore_keys, self.workdir)
+
+    def _log(self, job: str, log: list[str], line: str) -> None:
+        log.append(line)
+        if self.on_log is not None:
+            self.on_log(job, line)
+
+    async def _pump(
+        self, stream: asyncio.StreamReader, job: str, log: list[str], mask: Masker
+    ) -> None:
+        """Split into lines ourselves: readline() fails on a line longer than its limit."""
+        pending = b""
+        while chunk := await stream.read(_CHUNK):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > _CHUNK:
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                self._log(job, log, mask(line.decode(errors="replace")))
+        if pending:
+            self._log(job, log, mask(pending.decode(errors="replace")))
+
+    async def _attempt(
+        self, job: PlannedJob, number: int, env: dict[str, str], log: list[str], mask: Masker
+    ) -> tuple[Attempt, dict[str, str]]:
+        run = job.spec.run
+        argv = ["sh", "-c", run] if isinstance(run, str) else list(run)
+        handle, output_path = tempfile.mkstemp(prefix="conveyor-output-")
+        os.close(handle)
+        env = {**env, "CONVEYOR_OUTPUT": output_path}
+        started = time.monotonic()
+        try:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    cwd=self.workdir,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as error:
+                failed = mask(f"cannot start {argv[0]!r}: {error.strerror}")
+                self._log(job.name, log, f"conveyor: {failed}")
+                return Attempt(number, None, None, 0.0, "failure", failed), {}
+            assert process.stdout is not None
+            pump = asyncio.create_task(self._pump(process.stdout, job.name, log, mask))
+            timed_out = False
+            try:
+                await asyncio.wait_for(process.wait(), job.spec.timeout)
+            except TimeoutError:
+                timed_out = True
+                await self._stop(process)
+            except asyncio.CancelledError:
+                await self._stop(process)
+                pump.cancel()
+                raise
+            finally:
+                _kill_group(process.pid, signal.SIGKILL)  # background children left behind
+            await pump
+            outputs = parse_outputs(Path(output_path).read_text(errors="replace"))
+        finally:
+            Path(output_path).unlink(missing_ok=True)
+        code = process.returncode
+        duration = time.monotonic() - started
+        killed = -code if code is not None and code < 0 else None
+        reason: str | None
+        if timed_out:
+            reason = f"timed out after {job.spec.timeout:g}s; its process group was killed"
+            outcome = "timeout"
+        elif code == 0:
+            outcome, reason = "success", None
+        elif killed is not None:
+            outcome = "infrastructure"
+            reason = f"killed by signal {signal.Signals(killed).name}"
+        elif code in INFRA_EXIT_CODES:
+            outcome, reason = "infrastructure", f"exit {code} (EX_TEMPFAIL)"
+        else:
+            outcome, reason = "failure", f"exit {code}"
+        if reason is not None:
+            self._log(job.name, log, f"conveyor: attempt {number}: {reason}")
+        exit_code = code if killed is None else None
+        return Attempt(number, exit_code, killed, duration, outcome, reason), outputs
+
+    async def _stop(self, process: asyncio.subprocess.Process) -> None:
+        _kill_group(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(process.wait()), self.kill_grace)
+        except TimeoutError:
+            _kill_group(process.pid, signal.SIGKILL)
+            await process.wait()
+
+
+def run_pipeline(
+    pipeline: PipelineSpec | Plan,
+    workdir: Path,
+    **options: object,
+) -> RunResult:
+    """Plan (if given a spec) and run to completion; options are ``PipelineRunner``'s."""
+    plan = build_plan(pipeline) if isinstance(pipeline, PipelineSpec) else pipeline
+    runner = PipelineRunner(plan, workdir, **options)  # type: ignore[arg-type]
+    return asyncio.run(runner.run())
