@@ -284,21 +284,27 @@ class PipelineRunner:
         if self.on_log is not None:
             self.on_log(job, line)
 
-    async def _pump(
-        self, stream: asyncio.StreamReader, job: str, log: list[str], mask: Masker
-    ) -> None:
+    async def _pump(self, fd: int, job: str, log: list[str], mask: Masker) -> None:
         """Split into lines ourselves: readline() fails on a line longer than its limit."""
-        pending = b""
-        while chunk := await stream.read(_CHUNK):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            if len(pending) > _CHUNK:
-                lines.append(pending)
-                pending = b""
-            for line in lines:
-                self._log(job, log, mask(line.decode(errors="replace")))
-        if pending:
-            self._log(job, log, mask(pending.decode(errors="replace")))
+        loop = asyncio.get_running_loop()
+        stream = asyncio.StreamReader(limit=_CHUNK)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(fd, "rb", 0)
+        )
+        try:
+            pending = b""
+            while chunk := await stream.read(_CHUNK):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                if len(pending) > _CHUNK:
+                    lines.append(pending)
+                    pending = b""
+                for line in lines:
+                    self._log(job, log, mask(line.decode(errors="replace")))
+            if pending:
+                self._log(job, log, mask(pending.decode(errors="replace")))
+        finally:
+            transport.close()
 
     async def _attempt(
         self, job: PlannedJob, number: int, env: dict[str, str], log: list[str], mask: Masker
@@ -310,22 +316,27 @@ class PipelineRunner:
         env = {**env, "CONVEYOR_OUTPUT": output_path}
         started = time.monotonic()
         try:
+            # Our own pipe, not asyncio's PIPE: asyncio's wait() also waits for its pipes to
+            # close, which a background child holding stdout would delay until it exits.
+            read_fd, write_fd = os.pipe()
             try:
                 process = await asyncio.create_subprocess_exec(
                     *argv,
                     cwd=self.workdir,
                     env=env,
                     stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
+                    stdout=write_fd,
+                    stderr=write_fd,
                     start_new_session=True,
                 )
             except OSError as error:
+                os.close(read_fd)
                 failed = mask(f"cannot start {argv[0]!r}: {error.strerror}")
                 self._log(job.name, log, f"conveyor: {failed}")
                 return Attempt(number, None, None, 0.0, "failure", failed), {}
-            assert process.stdout is not None
-            pump = asyncio.create_task(self._pump(process.stdout, job.name, log, mask))
+            finally:
+                os.close(write_fd)
+            pump = asyncio.create_task(self._pump(read_fd, job.name, log, mask))
             timed_out = False
             try:
                 await asyncio.wait_for(process.wait(), job.spec.timeout)
@@ -338,7 +349,11 @@ class PipelineRunner:
                 raise
             finally:
                 _kill_group(process.pid, signal.SIGKILL)  # background children left behind
-            await pump
+            try:
+                # A grandchild that left the group (setsid) may hold the pipe open forever.
+                await asyncio.wait_for(pump, self.kill_grace)
+            except TimeoutError:
+                self._log(job.name, log, "conveyor: output still open after exit; stopped reading")
             outputs = parse_outputs(Path(output_path).read_text(errors="replace"))
         finally:
             Path(output_path).unlink(missing_ok=True)
