@@ -293,3 +293,30 @@ def test_a_command_that_cannot_start_is_a_failure(tmp_path: Path) -> None:
     result = run(tmp_path, {"a": {"run": ["/nonexistent/tool", "x"]}})
     assert result.job("a").result == "failure"
     assert "cannot start '/nonexistent/tool'" in (result.job("a").reason or "")
+
+
+def test_max_parallel_bounds_concurrency(tmp_path: Path) -> None:
+    # mkdir is atomic: a second job inside the critical section at once fails.
+    critical = "mkdir inside || exit 9; sleep 0.2; rmdir inside"
+    jobs: dict[str, dict[str, object]] = {f"j{i}": {"run": critical} for i in range(3)}
+    result = run(tmp_path, jobs, max_parallel=1)
+    assert [j.result for j in result.jobs] == ["success"] * 3
+    unbounded = run(tmp_path, {**jobs, "gate": {"run": "true"}}, max_parallel=4, fail_fast=False)
+    # all start in the same scheduler pass, so the section above can detect an overlap
+    assert any(j.exit_code == 9 for j in unbounded.jobs)
+
+
+def test_conditions_and_templates_that_cannot_be_evaluated_fail_their_job(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        {
+            "a": {"run": "true", "if": "vars.nope == 'x'"},
+            "b": {"run": "true", "env": {"X": "{{ vars.nope }}"}},
+        },
+        fail_fast=False,
+    )
+    a, b = result.jobs
+    assert a.result == "failure" and "job 'a': its if: condition cannot be evaluated" in (
+        a.reason or ""
+    )
+    assert b.result == "failure" and "no field 'nope'" in (b.reason or "")
