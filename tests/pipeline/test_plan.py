@@ -51,7 +51,7 @@ def test_unknown_need_names_the_job_and_the_need() -> None:
 
 
 def test_cycle_is_rejected_naming_its_jobs() -> None:
-    jobs = {
+    jobs: dict[str, dict[str, object]] = {
         "a": {"run": "true", "needs": ["c"]},
         "b": {"run": "true", "needs": ["a"]},
         "c": {"run": "true", "needs": ["b"]},
@@ -89,7 +89,10 @@ def test_model_rejects_bad_fields(job: dict[str, object], problem: str) -> None:
 
 
 def test_timeout_units() -> None:
-    jobs = {"a": {"run": "true", "timeout": "2m"}, "b": {"run": "true", "timeout": 1.5}}
+    jobs: dict[str, dict[str, object]] = {
+        "a": {"run": "true", "timeout": "2m"},
+        "b": {"run": "true", "timeout": 1.5},
+    }
     assert [j.timeout for j in spec(jobs).jobs.values()] == [120.0, 1.5]
 
 
@@ -207,3 +210,29 @@ def test_plan_orders_every_dag_and_rejects_every_cycle(
     assert sorted(position) == sorted(jobs)
     for job in plan.jobs:
         assert all(position[need] < position[job.name] for need in job.needs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(dags(), st.data())
+def test_a_job_runs_exactly_when_every_ancestor_succeeded(
+    case: tuple[dict[str, dict[str, object]], bool], data: st.DataObject
+) -> None:
+    jobs, cyclic = case
+    if cyclic:
+        return
+    plan = build_plan(spec(jobs))
+    failing = data.draw(st.sets(st.sampled_from(sorted(jobs))))
+    states: dict[str, NeedState] = {}
+    for job in plan.jobs:  # what the runner does, minus the processes
+        decision = decide(job, plan, RunContext(), states)
+        ran = isinstance(decision, Run)
+        result = ("failure" if job.name in failing else "success") if ran else "skipped"
+        states[job.name] = NeedState(result)
+
+    def ancestors(name: str) -> set[str]:
+        direct = set(plan.job(name).needs)
+        return direct.union(*(ancestors(n) for n in direct))
+
+    for job in plan.jobs:
+        expected_run = not (ancestors(job.name) & failing)
+        assert (states[job.name].result != "skipped") == expected_run

@@ -320,3 +320,12 @@ def test_conditions_and_templates_that_cannot_be_evaluated_fail_their_job(tmp_pa
         a.reason or ""
     )
     assert b.result == "failure" and "no field 'nope'" in (b.reason or "")
+
+
+def test_long_logs_keep_their_tail(tmp_path: Path) -> None:
+    from conveyor.pipeline.runner import MAX_LOG_LINES
+
+    result = run(tmp_path, {"chatty": {"run": f"seq 1 {MAX_LOG_LINES + 5}"}})
+    lines = result.job("chatty").log.split("\n")
+    assert lines[0] == "conveyor: 5 earlier lines dropped"
+    assert lines[1] == "6" and lines[-1] == str(MAX_LOG_LINES + 5)

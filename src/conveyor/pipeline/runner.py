@@ -19,6 +19,7 @@ by fail-fast). Everything a job emits is masked for its secrets before it is kep
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import os
@@ -48,6 +49,8 @@ from conveyor.pipeline.reports import JUnitEvidence, collect_junit
 from conveyor.pipeline.secrets import Masker, SecretUnavailable, resolve_secrets
 
 INFRA_EXIT_CODES = frozenset({75})
+MAX_LOG_LINES = 10_000
+"""Lines kept per job: the tail, where a failure explains itself; the rest is counted."""
 _CHUNK = 65536
 
 LogSink = Callable[[str, str], None]
@@ -108,6 +111,21 @@ def parse_outputs(text: str) -> dict[str, str]:
             key, value = line.split("=", 1)
             outputs[key.strip()] = value
     return outputs
+
+
+class _JobLog:
+    def __init__(self) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=MAX_LOG_LINES)
+        self.total = 0
+
+    def append(self, line: str) -> None:
+        self.lines.append(line)
+        self.total += 1
+
+    def text(self) -> str:
+        dropped = self.total - len(self.lines)
+        head = [f"conveyor: {dropped} earlier lines dropped"] if dropped else []
+        return "\n".join([*head, *self.lines])
 
 
 def _kill_group(pid: int, sig: int) -> None:
@@ -190,7 +208,7 @@ class PipelineRunner:
 
     async def _job(self, job: PlannedJob, states: Mapping[str, NeedState]) -> JobResult:
         started = time.monotonic()
-        log: list[str] = []
+        log = _JobLog()
         attempts: list[Attempt] = []
         mask = Masker(())
         cache: CacheOutcome | None = None
@@ -241,7 +259,7 @@ class PipelineRunner:
         result: str,
         reason: str | None,
         attempts: list[Attempt],
-        log: list[str],
+        log: _JobLog,
         **extra: object,
     ) -> JobResult:
         exit_code = attempts[-1].exit_code if attempts else None
@@ -252,7 +270,7 @@ class PipelineRunner:
             duration=time.monotonic() - started,
             exit_code=exit_code,
             attempts=tuple(attempts),
-            log="\n".join(log),
+            log=log.text(),
             **extra,  # type: ignore[arg-type]
         )
 
@@ -279,12 +297,12 @@ class PipelineRunner:
         restore_keys = [render(k, names, hashed) for k in spec.restore_keys]
         return self.cache.restore(key, restore_keys, self.workdir)
 
-    def _log(self, job: str, log: list[str], line: str) -> None:
+    def _log(self, job: str, log: _JobLog, line: str) -> None:
         log.append(line)
         if self.on_log is not None:
             self.on_log(job, line)
 
-    async def _pump(self, fd: int, job: str, log: list[str], mask: Masker) -> None:
+    async def _pump(self, fd: int, job: str, log: _JobLog, mask: Masker) -> None:
         """Split into lines ourselves: readline() fails on a line longer than its limit."""
         loop = asyncio.get_running_loop()
         stream = asyncio.StreamReader(limit=_CHUNK)
@@ -307,7 +325,7 @@ class PipelineRunner:
             transport.close()
 
     async def _attempt(
-        self, job: PlannedJob, number: int, env: dict[str, str], log: list[str], mask: Masker
+        self, job: PlannedJob, number: int, env: dict[str, str], log: _JobLog, mask: Masker
     ) -> tuple[Attempt, dict[str, str]]:
         run = job.spec.run
         argv = ["sh", "-c", run] if isinstance(run, str) else list(run)
