@@ -114,3 +114,30 @@ def test_hash_files_changes_with_content_and_is_empty_without_matches(tmp_path: 
     (tmp_path / "a.txt").write_text("2")
     assert hash_files(tmp_path, ["*.txt"]) not in ("", first)
     assert hash_files(tmp_path, ["*.lock"]) == ""
+
+
+def test_a_corrupt_entry_is_a_miss_not_a_failure(dirs: tuple[Path, Path]) -> None:
+    workdir, cache_dir = dirs
+    run(workdir, cache_dir)
+    for entry in cache_dir.glob("*.tar.gz"):
+        entry.write_bytes(b"not a tarball")
+    shutil.rmtree(workdir / ".deps")
+    job = run(workdir, cache_dir).job("deps")
+    assert job.result == "success"
+    assert "conveyor: cache restore failed, continuing cold" in job.log
+    assert "installed" in job.log
+
+
+def test_a_bad_hashfiles_pattern_fails_the_job(tmp_path: Path) -> None:
+    spec = PipelineSpec.model_validate(
+        {
+            "jobs": {
+                "a": {
+                    "run": "true",
+                    "cache": {"key": "k-{{ hashFiles('/etc/*') }}", "paths": ["x"]},
+                }
+            }
+        }
+    )
+    job = run_pipeline(spec, tmp_path, cache_dir=tmp_path / "c").job("a")
+    assert job.result == "failure" and "hashFiles()" in (job.reason or "")

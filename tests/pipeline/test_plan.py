@@ -81,6 +81,8 @@ def test_invalid_condition_is_rejected_at_plan_time() -> None:
         ({"run": "true", "env": {"1BAD": "x"}}, "not an environment variable name"),
         ({"run": []}, "at least 1"),
         ({"run": "true", "retries": -1}, "greater than or equal"),
+        ({"run": "true", "reports": {"junit": ["/abs/x.xml"]}}, "must be relative"),
+        ({"run": "true", "cache": {"key": "k", "paths": ["a/../../x"]}}, "without '..'"),
     ],
 )
 def test_model_rejects_bad_fields(job: dict[str, object], problem: str) -> None:

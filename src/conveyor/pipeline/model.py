@@ -70,6 +70,14 @@ class SecretSource(_Strict):
         return self
 
 
+def _relative(paths: list[str]) -> list[str]:
+    """Jobs may only cache and report inside their working directory."""
+    for path in paths:
+        if path.startswith("/") or ".." in path.replace("\\", "/").split("/"):
+            raise ValueError(f"{path!r} must be relative to the working directory, without '..'")
+    return paths
+
+
 class CacheSpec(_Strict):
     """``key`` and ``restore_keys`` are templates (``{{ hashFiles('x') }}``, ``{{ vars.y }}``)."""
 
@@ -77,11 +85,15 @@ class CacheSpec(_Strict):
     paths: list[str] = Field(min_length=1)
     restore_keys: list[str] = Field(default_factory=list)
 
+    _paths = field_validator("paths")(_relative)
+
 
 class ReportsSpec(_Strict):
     """Report files (globs, relative to the working directory) parsed into evidence."""
 
     junit: list[str] = Field(default_factory=list)
+
+    _paths = field_validator("junit")(_relative)
 
 
 class JobSpec(_Strict):

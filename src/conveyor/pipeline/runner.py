@@ -24,9 +24,10 @@ import contextlib
 import dataclasses
 import os
 import signal
+import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,7 +219,7 @@ class PipelineRunner:
             names = condition_names(job, self.plan, self.context, states)
             env = self._environment(job, names, secrets)
             if self.cache is not None and job.spec.cache is not None:
-                cache = await asyncio.to_thread(self._restore, job, names)
+                cache = await self._restore(job, names, log)
             for number in range(1, job.spec.retries + 2):
                 attempt, outputs = await self._attempt(job, number, env, log, mask)
                 attempts.append(attempt)
@@ -233,13 +234,7 @@ class PipelineRunner:
         success = last.outcome == "success"
         reports = collect_junit(self.workdir, job.spec.reports.junit, mask)
         if success and cache is not None and job.spec.cache is not None and not cache.hit:
-            saved = await asyncio.to_thread(
-                self.cache.save,  # type: ignore[union-attr]
-                cache.key,
-                job.spec.cache.paths,
-                self.workdir,
-            )
-            cache = dataclasses.replace(cache, saved=saved)
+            cache = await self._save(cache, job.spec.cache.paths, job.name, log)
         return self._finish(
             job,
             started,
@@ -286,16 +281,37 @@ class PipelineRunner:
         env.update(secrets)
         return env
 
-    def _restore(self, job: PlannedJob, names: Mapping[str, object]) -> CacheOutcome:
+    async def _restore(
+        self, job: PlannedJob, names: Mapping[str, object], log: _JobLog
+    ) -> CacheOutcome:
+        """A broken key fails the job (the config is wrong); a broken store is only a miss."""
         spec = job.spec.cache
         assert spec is not None and self.cache is not None
 
-        def hashed(patterns: object) -> str:
-            return hash_files(self.workdir, list(patterns))  # type: ignore[call-overload]
+        def hashed(patterns: Sequence[str]) -> str:
+            try:
+                return hash_files(self.workdir, patterns)
+            except (ValueError, NotImplementedError) as error:
+                raise ExpressionError(f"hashFiles(): {error}", 0) from None
 
         key = render(spec.key, names, hashed)
         restore_keys = [render(k, names, hashed) for k in spec.restore_keys]
-        return self.cache.restore(key, restore_keys, self.workdir)
+        try:
+            return await asyncio.to_thread(self.cache.restore, key, restore_keys, self.workdir)
+        except (OSError, tarfile.TarError) as error:
+            self._log(job.name, log, f"conveyor: cache restore failed, continuing cold: {error}")
+            return CacheOutcome(key, hit=False, restored_key=None)
+
+    async def _save(
+        self, cache: CacheOutcome, paths: Sequence[str], job: str, log: _JobLog
+    ) -> CacheOutcome:
+        assert self.cache is not None
+        try:
+            saved = await asyncio.to_thread(self.cache.save, cache.key, paths, self.workdir)
+        except (OSError, tarfile.TarError) as error:
+            self._log(job, log, f"conveyor: cache save failed: {error}")
+            saved = False
+        return dataclasses.replace(cache, saved=saved)
 
     def _log(self, job: str, log: _JobLog, line: str) -> None:
         log.append(line)
