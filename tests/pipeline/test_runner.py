@@ -329,3 +329,24 @@ def test_long_logs_keep_their_tail(tmp_path: Path) -> None:
     lines = result.job("chatty").log.split("\n")
     assert lines[0] == "conveyor: 5 earlier lines dropped"
     assert lines[1] == "6" and lines[-1] == str(MAX_LOG_LINES + 5)
+
+
+def test_cobertura_coverage_becomes_evidence(tmp_path: Path) -> None:
+    xml = '<coverage line-rate="0.8125" lines-covered="13" lines-valid="16"></coverage>'
+    result = run(
+        tmp_path,
+        {
+            "cov": {
+                "run": f"echo '{xml}' > coverage.xml; echo '<x/>' > bad.xml",
+                "reports": {"coverage": ["coverage.xml", "bad.xml"]},
+            }
+        },
+    )
+    good, bad = result.job("cov").coverage
+    assert (good.path, good.percent, good.lines_covered, good.lines_valid) == (
+        "coverage.xml",
+        81.25,
+        13,
+        16,
+    )
+    assert bad.error is not None and "not a Cobertura report" in bad.error

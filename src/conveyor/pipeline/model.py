@@ -22,7 +22,7 @@ Shape::
           env: {VERSION: "{{ needs.build.outputs.version }}"}
           secrets: {TOKEN: {env: CI_TOKEN}, KEY: {file: /run/secrets/key}}
           cache: {key: "deps-{{ hashFiles('requirements.txt') }}", paths: [.venv-cache/]}
-          reports: {junit: [reports/junit.xml]}
+          reports: {junit: [reports/junit.xml], coverage: [coverage.xml]}
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ class ReportsSpec(_Strict):
     """Report files (globs, relative to the working directory) parsed into evidence."""
 
     junit: list[str] = Field(default_factory=list)
+    coverage: list[str] = Field(default_factory=list)  # Cobertura XML (coverage.py xml)
 
-    _paths = field_validator("junit")(_relative)
+    _paths = field_validator("junit", "coverage")(_relative)
 
 
 class JobSpec(_Strict):

@@ -1,4 +1,4 @@
-"""JUnit XML reports turned into evidence: counts and the failing cases, nothing else.
+"""Test and coverage reports turned into evidence: counts and failing cases, nothing else.
 
 Evidence is what a release carries as proof of what was checked, so it is small and
 self-describing: totals plus up to ``MAX_CASES`` failures with a one-line message each. A
@@ -77,4 +77,43 @@ def collect_junit(
             evidence.append(JUnitEvidence(pattern, error="report file not found"))
         for path in matches:
             evidence.append(parse_junit(path, str(path.relative_to(workdir)), mask))
+    return evidence
+
+
+@dataclass(frozen=True)
+class CoverageEvidence:
+    """Line coverage from a Cobertura XML file (``coverage xml``, JaCoCo converters...)."""
+
+    path: str
+    percent: float | None = None
+    lines_covered: int | None = None
+    lines_valid: int | None = None
+    error: str | None = None
+
+
+def parse_coverage(path: Path, shown: str) -> CoverageEvidence:
+    try:
+        root = ElementTree.parse(path).getroot()  # noqa: S314 - a job's own report file
+        rate = float(root.attrib["line-rate"])
+        covered = root.get("lines-covered")
+        valid = root.get("lines-valid")
+    except FileNotFoundError:
+        return CoverageEvidence(shown, error="report file not found")
+    except (OSError, ElementTree.ParseError, KeyError, ValueError) as error:
+        return CoverageEvidence(shown, error=f"not a Cobertura report: {error}")
+    return CoverageEvidence(
+        shown,
+        round(rate * 100, 2),
+        int(covered) if covered and covered.isdigit() else None,
+        int(valid) if valid and valid.isdigit() else None,
+    )
+
+
+def collect_coverage(workdir: Path, patterns: list[str]) -> list[CoverageEvidence]:
+    evidence: list[CoverageEvidence] = []
+    for pattern in patterns:
+        matches = sorted(workdir.glob(pattern))
+        if not matches:
+            evidence.append(CoverageEvidence(pattern, error="report file not found"))
+        evidence.extend(parse_coverage(p, str(p.relative_to(workdir))) for p in matches)
     return evidence

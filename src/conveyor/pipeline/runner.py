@@ -46,7 +46,12 @@ from conveyor.pipeline.plan import (
     condition_names,
     decide,
 )
-from conveyor.pipeline.reports import JUnitEvidence, collect_junit
+from conveyor.pipeline.reports import (
+    CoverageEvidence,
+    JUnitEvidence,
+    collect_coverage,
+    collect_junit,
+)
 from conveyor.pipeline.secrets import Masker, SecretUnavailable, resolve_secrets
 
 INFRA_EXIT_CODES = frozenset({75})
@@ -79,6 +84,7 @@ class JobResult:
     outputs: Mapping[str, str] = field(default_factory=dict)
     log: str = ""
     reports: tuple[JUnitEvidence, ...] = ()
+    coverage: tuple[CoverageEvidence, ...] = ()
     cache: CacheOutcome | None = None
 
 
@@ -244,6 +250,7 @@ class PipelineRunner:
             log,
             outputs={k: mask(v) for k, v in outputs.items()},
             reports=tuple(reports),
+            coverage=tuple(collect_coverage(self.workdir, job.spec.reports.coverage)),
             cache=cache,
         )
 
