@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -350,3 +352,23 @@ def test_cobertura_coverage_becomes_evidence(tmp_path: Path) -> None:
         16,
     )
     assert bad.error is not None and "not a Cobertura report" in bad.error
+
+
+def test_a_child_that_escapes_the_group_cannot_hold_the_job_open(tmp_path: Path) -> None:
+    pidfile = tmp_path / "escaped.pid"
+    escape = (
+        f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & "
+        f"while [ ! -s {pidfile} ]; do sleep 0.01; done; echo done"
+    )
+    result = run(tmp_path, {"a": {"run": escape}})
+    escaped = int(pidfile.read_text())
+    try:
+        job = result.job("a")
+        assert job.result == "success"
+        assert job.log.split("\n") == [
+            "done",
+            "conveyor: output still open after exit; stopped reading",
+        ]
+        assert result.duration < 20
+    finally:
+        os.kill(escaped, signal.SIGKILL)

@@ -325,27 +325,21 @@ class PipelineRunner:
         if self.on_log is not None:
             self.on_log(job, line)
 
-    async def _pump(self, fd: int, job: str, log: _JobLog, mask: Masker) -> None:
+    async def _pump(
+        self, stream: asyncio.StreamReader, job: str, log: _JobLog, mask: Masker
+    ) -> None:
         """Split into lines ourselves: readline() fails on a line longer than its limit."""
-        loop = asyncio.get_running_loop()
-        stream = asyncio.StreamReader(limit=_CHUNK)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(fd, "rb", 0)
-        )
-        try:
-            pending = b""
-            while chunk := await stream.read(_CHUNK):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                if len(pending) > _CHUNK:
-                    lines.append(pending)
-                    pending = b""
-                for line in lines:
-                    self._log(job, log, mask(line.decode(errors="replace")))
-            if pending:
-                self._log(job, log, mask(pending.decode(errors="replace")))
-        finally:
-            transport.close()
+        pending = b""
+        while chunk := await stream.read(_CHUNK):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > _CHUNK:
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                self._log(job, log, mask(line.decode(errors="replace")))
+        if pending:
+            self._log(job, log, mask(pending.decode(errors="replace")))
 
     async def _attempt(
         self, job: PlannedJob, number: int, env: dict[str, str], log: _JobLog, mask: Masker
@@ -356,6 +350,7 @@ class PipelineRunner:
         os.close(handle)
         env = {**env, "CONVEYOR_OUTPUT": output_path}
         started = time.monotonic()
+        transport: asyncio.BaseTransport | None = None
         try:
             # Our own pipe, not asyncio's PIPE: asyncio's wait() also waits for its pipes to
             # close, which a background child holding stdout would delay until it exits.
@@ -375,9 +370,16 @@ class PipelineRunner:
                 failed = mask(f"cannot start {argv[0]!r}: {error.strerror}")
                 self._log(job.name, log, f"conveyor: {failed}")
                 return Attempt(number, None, None, 0.0, "failure", failed), {}
+            except BaseException:
+                os.close(read_fd)
+                raise
             finally:
                 os.close(write_fd)
-            pump = asyncio.create_task(self._pump(read_fd, job.name, log, mask))
+            stream = asyncio.StreamReader(limit=_CHUNK)
+            transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_fd, "rb", 0)
+            )
+            pump = asyncio.create_task(self._pump(stream, job.name, log, mask))
             timed_out = False
             try:
                 await asyncio.wait_for(process.wait(), job.spec.timeout)
@@ -397,6 +399,8 @@ class PipelineRunner:
                 self._log(job.name, log, "conveyor: output still open after exit; stopped reading")
             outputs = parse_outputs(Path(output_path).read_text(errors="replace"))
         finally:
+            if transport is not None:
+                transport.close()
             Path(output_path).unlink(missing_ok=True)
         code = process.returncode
         duration = time.monotonic() - started
