@@ -98,6 +98,8 @@ class ReportsSpec(_Strict):
 
 
 class JobSpec(_Strict):
+    """One job as written; a ``matrix`` makes it a template for several (see plan.py)."""
+
     run: str | Annotated[list[str], Field(min_length=1)]
     needs: list[str] = Field(default_factory=list)
     if_: str | None = Field(default=None, alias="if")
@@ -131,6 +133,8 @@ class JobSpec(_Strict):
 
 
 class PipelineSpec(_Strict):
+    """The ``pipeline:`` block; ``max_parallel`` None means the CPU count."""
+
     jobs: dict[str, JobSpec] = Field(min_length=1)
     vars: dict[str, str] = Field(default_factory=dict)
     fail_fast: bool = True
