@@ -11,6 +11,9 @@ Provenance is read from git *before* the command runs: the build may write untra
 Unchanged inputs archive to the same bytes, hence the same digest: the second build stores
 nothing new and reports ``reused=True`` with the record of the first.
 
+Every build signs its provenance (``signing``): the envelope is written before the record, so
+a recorded artifact always has one, and a reused digest keeps the envelope of its first build.
+
 The config package is written separately; ``ServiceSpec`` states the little this module
 needs from a service config, so either side can change without importing the other.
 """
@@ -36,6 +39,8 @@ from typing import IO, Protocol
 from conveyor import __version__
 from conveyor.artifacts.archive import create_archive
 from conveyor.artifacts.gitinfo import git_info
+from conveyor.artifacts.provenance import BuildFacts
+from conveyor.artifacts.signing import sign_build
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.errors import BuildFailed, NotFound
 from conveyor.store import ArtifactRecord, Store
@@ -83,6 +88,7 @@ def build_service(
 ) -> BuildResult:
     """Build ``service_name`` and record its artifact; raise BuildFailed with the log's tail."""
     started = time.monotonic()
+    started_at = time.time()
     workdir = (project_root / service.path).resolve()
     if not workdir.is_dir():
         raise BuildFailed(
@@ -106,6 +112,22 @@ def build_service(
             hint="run the build again; is something else writing to .conveyor/tmp?",
         )
     had_record = _known(store, archive.digest)
+    signed = sign_build(
+        artifacts,
+        BuildFacts(
+            digest=archive.digest,
+            service=service_name,
+            command=command_text,
+            outputs=tuple(service.build.outputs),
+            source=source,
+            source_uri=f"git+file://{workdir}",
+            files=archive.files,
+            size=archive.size,
+            started=started_at,
+            finished=time.time(),
+            builder_version=__version__,
+        ),
+    )
     duration = time.monotonic() - started
     candidate = ArtifactRecord(
         digest=archive.digest,
@@ -126,6 +148,7 @@ def build_service(
                 "python": platform.python_version(),
                 "platform": platform.platform(),
             },
+            "provenance": signed,
         },
     )
     record = store.record_artifact(candidate, actor=actor)

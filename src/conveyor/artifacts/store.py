@@ -3,6 +3,7 @@
 Layout under ``<project>/.conveyor/``::
 
     artifacts/sha256/<hex>.tar.gz   the immutable archives (read-only files)
+    artifacts/sha256/<hex>.intoto.jsonl   each archive's signed provenance (see ``signing``)
     unpacked/<hex>/                 each archive extracted once, for instances to run from
 
 Immutability is enforced by construction rather than by checks: an archive is written to a
@@ -38,6 +39,7 @@ class ArtifactStore:
 
     def __init__(self, project_root: Path) -> None:
         state = project_root / ".conveyor"
+        self.state = state
         self.objects = state / "artifacts" / "sha256"
         self.unpacked = state / "unpacked"
 
@@ -47,6 +49,32 @@ class ArtifactStore:
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()
+
+    def envelope_path(self, digest: str) -> Path:
+        """Where the signed provenance (DSSE envelopes, one per line) of ``digest`` lives."""
+        return self.objects / f"{_hex(digest)}.intoto.jsonl"
+
+    def put_envelope(self, digest: str, data: bytes) -> bool:
+        """Store ``digest``'s provenance unless it has some already; True if ``data`` was kept.
+
+        Same write-then-link as ``put``: the first envelope of a digest is never replaced.
+        """
+        self.objects.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.objects, prefix=".tmp-", suffix=".jsonl")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            tmp.chmod(0o444)
+            try:
+                os.link(tmp, self.envelope_path(digest))
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def put(self, archive: Path) -> str:
         """Store a copy of ``archive`` under its digest and return the digest.

@@ -190,6 +190,61 @@ def _build_json(result: Any) -> dict[str, Any]:
     }
 
 
+@cli.group()
+def keys() -> None:
+    """The key that signs every artifact's provenance, and the keys deploys trust."""
+
+
+def _keys_json(current: Any, trusted: list[Any], previous: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "algorithm": "ed25519",
+        "key": current.fingerprint,
+        "public_key": current.public_pem,
+        "path": str(current.path),
+        "trusted": sorted(k.fingerprint for k in trusted),
+    }
+    if previous is not None:
+        out["previous"] = previous.fingerprint
+    return out
+
+
+@keys.command("show")
+@json_option
+@pass_ctx
+@handles_errors
+def keys_show(ctx: Context, as_json: bool) -> None:
+    """Print the signing key's public half and fingerprint (created if there is none yet)."""
+    from conveyor.artifacts.signing import Keyring
+
+    keyring = Keyring(ctx.root / ".conveyor" / "keys")
+    current = keyring.current()
+    trusted = keyring.trusted_infos()
+    if as_json:
+        render.emit_json(_keys_json(current, trusted))
+        return
+    render.console.print(f"signing key [bold]{current.fingerprint}[/] (ed25519)")
+    render.console.print(escape(current.public_pem.rstrip()), highlight=False)
+    render.console.print(f"trusted for verifying: {len(trusted)} key(s) in {keyring.directory}")
+
+
+@keys.command("rotate")
+@json_option
+@pass_ctx
+@handles_errors
+def keys_rotate(ctx: Context, as_json: bool) -> None:
+    """Sign new artifacts with a new key; the old public key stays trusted for older ones."""
+    from conveyor.artifacts.signing import Keyring
+
+    keyring = Keyring(ctx.root / ".conveyor" / "keys")
+    current, previous = keyring.rotate()
+    trusted = keyring.trusted_infos()
+    if as_json:
+        render.emit_json(_keys_json(current, trusted, previous))
+        return
+    was = f" (was {previous.fingerprint}, still trusted)" if previous else ""
+    render.console.print(f"[green]rotated[/] signing key is now {current.fingerprint}{was}")
+
+
 @cli.command()
 @click.argument("service")
 @click.option("--env", "env", required=True, help="Environment.")

@@ -2,8 +2,9 @@
 
 This is the only way a release enters the store. It re-reads `conveyor.yaml` each time (an
 edited config applies to the next deploy without restarting the server), verifies the
-artifact's digest, applies the admission rules from ``core.admission`` and writes the release
-and its ``release.created`` event in one transaction. The controller picks it up from there.
+artifact's digest and signed provenance (a refusal goes on the ledger), applies the admission
+rules from ``core.admission`` and writes the release and its ``release.created`` event in one
+transaction. The controller picks it up from there.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.artifacts.signing import verify_signed
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.config.loader import LoadedProject
 from conveyor.controller import specs
 from conveyor.core.admission import Candidate, Current, admit
 from conveyor.core.release import config_version, merge_config, template_key
 from conveyor.core.state import RolloutStatus
-from conveyor.errors import NotFound
+from conveyor.errors import NotFound, Refused
 from conveyor.store.records import NewEvent, NewRelease, ReleaseRecord
 from conveyor.store.repository import Store
 
@@ -46,7 +48,16 @@ class Releases:
         project.config.service(service)  # unknown names fail here, with suggestions
         project.config.environment(env)
         record = self.store.get_artifact(artifact)
-        self.artifacts.verify(record.digest)
+        try:
+            self.artifacts.verify(record.digest)
+            verify_signed(self.artifacts, record.digest)
+        except Refused as exc:
+            # Refusals are evidence too: who tried to run which bytes, and why not.
+            event = {"artifact": record.digest, "reason": exc.message, "hint": exc.hint}
+            self.store.append_events(
+                [NewEvent("artifact.refused", event, service=service, env=env)], actor=actor
+            )
+            raise
         config = merge_config(
             base_config
             if base_config is not None
