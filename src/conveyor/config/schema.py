@@ -600,6 +600,12 @@ class ProjectConfig(_Model):
         min_length=1,
         description="Environments in promotion order, e.g. dev, staging, production.",
     )
+    pipeline: dict[str, Any] | None = Field(
+        None,
+        description="The service's pipeline: jobs with run, needs, if, matrix, cache, ... and "
+        "optionally 'extends: PATH' to a shared template. Validated by conveyor.pipeline "
+        "(see docs/pipelines.md); only its shape is checked here, as config sits below it.",
+    )
 
     @field_validator("environments", mode="before")
     @classmethod
