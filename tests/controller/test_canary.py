@@ -261,7 +261,7 @@ def test_each_fault_kind_aborts_the_canary_with_its_reason(
             # Latency has no built-in trigger: only analysis can catch it. The other kinds
             # run without it, so each is caught by its own trigger, not by a side effect.
             canary_background="latency" if reason == "analysis-failed" else None,
-            deadline="5s",
+            deadline="8s",
         ) as s:
             await s.wait(await s.deploy("canary", s.build("v1")))
             load = LoadGenerator("127.0.0.1", s.port("canary"), rate=150, connections=4)
