@@ -586,5 +586,11 @@ def demo(keep: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+# Pipeline commands (run, export) live in their own module.
+from conveyor.cli.pipeline_commands import add_commands as _add_pipeline_commands  # noqa: E402
+
+_add_pipeline_commands(cli)
+
+
 def main() -> None:
     cli(prog_name="conveyor")

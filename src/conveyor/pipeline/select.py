@@ -1,0 +1,44 @@
+"""Which part of a pipeline ``conveyor run --job`` / ``--until`` runs, decided on the spec.
+
+``--job NAME`` runs that job alone (all its matrix variants) with its needs dropped: this is
+what a CI system calls once per job after running the needs in earlier CI jobs. ``--until
+NAME`` runs that job and everything it depends on, in order, as a partial local run.
+Selecting on the spec, not the plan, keeps the engine unaware of partial runs.
+"""
+
+from __future__ import annotations
+
+from conveyor.pipeline.model import PipelineSpec
+from conveyor.pipeline.plan import PipelineError
+
+
+def _base(name: str) -> str:
+    return name.split("[", 1)[0]
+
+
+def _check(spec: PipelineSpec, name: str, option: str) -> None:
+    if name not in spec.jobs:
+        raise PipelineError(
+            f"{option} {name}: no such job in this pipeline",
+            hint="known jobs: " + ", ".join(spec.jobs),
+        )
+
+
+def only_job(spec: PipelineSpec, name: str) -> PipelineSpec:
+    _check(spec, name, "--job")
+    job = spec.jobs[name].model_copy(update={"needs": []})
+    return spec.model_copy(update={"jobs": {name: job}})
+
+
+def until_job(spec: PipelineSpec, name: str) -> PipelineSpec:
+    _check(spec, name, "--until")
+    keep: set[str] = set()
+    stack = [name]
+    while stack:
+        current = stack.pop()
+        if current in keep or current not in spec.jobs:
+            continue
+        keep.add(current)
+        stack.extend(_base(need) for need in spec.jobs[current].needs)
+    jobs = {job: value for job, value in spec.jobs.items() if job in keep}
+    return spec.model_copy(update={"jobs": jobs})

@@ -1,0 +1,142 @@
+"""`conveyor run` and `conveyor export` through the real command, on real files and git."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from tests.cli.support import assert_clean_error, cli_env, conveyor
+
+PROJECT = """\
+project: svc
+services:
+  api:
+    build: {run: "true", outputs: [out/]}
+    run: "true"
+environments:
+  dev:
+"""
+
+PIPELINE = """\
+pipeline:
+  jobs:
+    lint: {run: "echo linting > lint.txt"}
+    test:
+      needs: [lint]
+      run: "echo token=$TOKEN; exit ${FAIL:-0}"
+      secrets: {TOKEN: {env: MY_TOKEN}}
+      matrix: {py: ["3.11", "3.12"]}
+      env: {FAIL: "{{ vars.fail }}"}
+    build: {needs: [test], run: "echo built > built.txt"}
+    release: {needs: [build], if: "branch == 'main'", run: "echo released > released.txt"}
+  vars: {fail: "0"}
+"""
+
+
+def project(tmp_path: Path, pipeline: str = PIPELINE) -> Path:
+    (tmp_path / "conveyor.yaml").write_text(PROJECT + pipeline)
+    return tmp_path
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_run_succeeds_shows_the_dag_and_keeps_a_record(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    result = conveyor("run", root=root, env=cli_env(MY_TOKEN="s3cr3t-value"))
+    assert result.code == 0, result
+    for job in ("lint", "test[py=3.11]", "test[py=3.12]", "build", "release"):
+        assert job in result.stdout
+    assert "pipeline success" in result.stdout
+    assert (root / "built.txt").exists()
+    assert not (root / "released.txt").exists()  # no git here: branch unknown, release skipped
+    (record,) = (root / ".conveyor" / "runs").glob("*.json")
+    data = json.loads(record.read_text())
+    assert data["run"]["result"] == "success"
+    assert "s3cr3t-value" not in record.read_text()
+
+
+def test_failure_exits_non_zero_prints_the_masked_tail_and_stops(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    result = conveyor("run", "--var", "fail=3", root=root, env=cli_env(MY_TOKEN="s3cr3t-value"))
+    assert result.code == 1, result
+    assert "token=***" in result.stdout
+    assert "exit 3" in result.stdout
+    assert "s3cr3t-value" not in result.output
+    assert not (root / "built.txt").exists()
+    (record,) = (root / ".conveyor" / "runs").glob("*.json")
+    assert "s3cr3t-value" not in record.read_text()
+    assert json.loads(record.read_text())["run"]["result"] == "failure"
+
+
+def test_json_output_is_the_run_result(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    result = conveyor("run", "--json", "--until", "test", root=root, env=cli_env(MY_TOKEN="x"))
+    assert result.code == 0, result
+    data = result.json()
+    assert data["result"] == "success"
+    assert [job["name"] for job in data["jobs"]] == ["lint", "test[py=3.11]", "test[py=3.12]"]
+
+
+def test_job_runs_alone_like_a_ci_step(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    result = conveyor("run", "--json", "--job", "build", root=root)
+    assert result.code == 0, result
+    assert [job["name"] for job in result.json()["jobs"]] == ["build"]
+    assert not (root / "lint.txt").exists()
+
+
+def test_branch_comes_from_git_and_the_flag_overrides_it(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "conveyor.yaml")
+    git(root, "commit", "-q", "-m", "init")
+    result = conveyor("run", "--json", root=root, env=cli_env(MY_TOKEN="x"))
+    assert result.code == 0, result
+    assert (root / "released.txt").exists()
+    (root / "released.txt").unlink()
+    result = conveyor("run", "--json", "--branch", "feature", root=root, env=cli_env(MY_TOKEN="x"))
+    assert result.code == 0, result
+    release = [job for job in result.json()["jobs"] if job["name"] == "release"]
+    assert release[0]["result"] == "skipped"
+
+
+def test_unknown_job_and_missing_pipeline_are_clean_errors(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    result = conveyor("run", "--job", "deploy", root=root)
+    assert_clean_error(result, 2)
+    assert "known jobs: lint, test, build, release" in result.output
+    project(tmp_path, pipeline="")
+    assert_clean_error(conveyor("run", root=root), 2)
+
+
+def test_template_errors_are_located_in_the_template(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text("jobs:\n  a:\n    run: 'true'\n    retries: lots\n")
+    root = project(tmp_path, pipeline="pipeline: {extends: t.yaml}\n")
+    result = conveyor("run", root=root)
+    assert_clean_error(result, 2)
+    assert "t.yaml:4" in result.output
+
+
+def test_export_mirrors_the_dag(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    for kind, name in (("github-actions", "ci.yml"), ("gitlab-ci", ".gitlab-ci.yml")):
+        result = conveyor("export", kind, "-o", str(root / name), root=root)
+        assert result.code == 0, result
+    github = YAML(typ="safe").load((root / "ci.yml").read_text())
+    gitlab = YAML(typ="safe").load((root / ".gitlab-ci.yml").read_text())
+    expected = {"lint": [], "test": ["lint"], "build": ["test"], "release": ["build"]}
+    assert {name: job.get("needs", []) for name, job in github["jobs"].items()} == expected
+    assert {name: gitlab[name]["needs"] for name in expected} == expected
+    assert github["jobs"]["test"]["steps"][-1] == {"run": "conveyor run --job test"}
+    assert github["jobs"]["test"]["env"] == {"MY_TOKEN": "${{ secrets.MY_TOKEN }}"}
+    assert gitlab["build"]["script"][-1] == "conveyor run --job build"

@@ -1,0 +1,49 @@
+"""Export and job selection are pure functions of the spec."""
+
+from __future__ import annotations
+
+import pytest
+from ruamel.yaml import YAML
+
+from conveyor.pipeline.export import export, github_id
+from conveyor.pipeline.model import PipelineSpec
+from conveyor.pipeline.plan import PipelineError
+from conveyor.pipeline.select import only_job, until_job
+
+SPEC = PipelineSpec.model_validate(
+    {
+        "vars": {"python": "3.12"},
+        "jobs": {
+            "unit.tests": {"run": "x", "matrix": {"py": ["3.11", "3.12"]}},
+            "9lint": {"run": "x"},
+            "build": {"run": "x", "needs": ["unit.tests[py=3.11]", "9lint"]},
+            "docs": {"run": "x"},
+        },
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("build", "build"), ("unit.tests", "unit_tests"), ("9lint", "_9lint")]
+)
+def test_github_ids(name: str, expected: str) -> None:
+    assert github_id(name) == expected
+
+
+def test_variant_needs_become_job_needs_and_python_comes_from_vars() -> None:
+    github = YAML(typ="safe").load(export(SPEC, "github-actions", directory="svc/a"))
+    build = github["jobs"]["build"]
+    assert build["needs"] == ["unit_tests", "_9lint"]
+    assert build["steps"][1]["with"]["python-version"] == "3.12"
+    assert build["steps"][-1]["run"] == "conveyor -C svc/a run --job build"
+    gitlab = YAML(typ="safe").load(export(SPEC, "gitlab-ci"))
+    assert gitlab["build"]["needs"] == ["unit.tests", "9lint"]
+    assert gitlab["docs"]["needs"] == []
+
+
+def test_until_keeps_ancestors_only_and_job_drops_needs() -> None:
+    assert list(until_job(SPEC, "build").jobs) == ["unit.tests", "9lint", "build"]
+    alone = only_job(SPEC, "build")
+    assert list(alone.jobs) == ["build"] and alone.jobs["build"].needs == []
+    with pytest.raises(PipelineError, match="no such job"):
+        until_job(SPEC, "deploy")
