@@ -1,0 +1,7 @@
+"""The search service (a stub: the pipeline, not the service, is the point here)."""
+
+NAME = "search"
+
+
+def greet(who: str) -> str:
+    return f"{NAME}: hello {who}"
