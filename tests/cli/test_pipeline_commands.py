@@ -140,3 +140,24 @@ def test_export_mirrors_the_dag(tmp_path: Path) -> None:
     assert github["jobs"]["test"]["steps"][-1] == {"run": "conveyor run --job test"}
     assert github["jobs"]["test"]["env"] == {"MY_TOKEN": "${{ secrets.MY_TOKEN }}"}
     assert gitlab["build"]["script"][-1] == "conveyor run --job build"
+
+
+def test_init_creates_a_service_that_extends_the_template_and_runs(tmp_path: Path) -> None:
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "t.yaml").write_text("jobs:\n  hello: {run: 'echo hi > hi.txt'}\n")
+    result = conveyor(
+        "init", "--template", str(tmp_path / "shared" / "t.yaml"), "orders", root=tmp_path
+    )
+    assert result.code == 0, result
+    config = (tmp_path / "orders" / "conveyor.yaml").read_text()
+    assert "extends: ../shared/t.yaml" in config
+    assert conveyor("run", root=tmp_path / "orders").code == 0
+    assert (tmp_path / "orders" / "hi.txt").exists()
+    again = conveyor(
+        "init", "--template", str(tmp_path / "shared" / "t.yaml"), "orders", root=tmp_path
+    )
+    assert_clean_error(again, 1)
+    (tmp_path / "bad.yaml").write_text("jobs: {a: {needs: 3}}\n")
+    bad = conveyor("init", "--template", str(tmp_path / "bad.yaml"), "billing", root=tmp_path)
+    assert_clean_error(bad, 2)
+    assert not (tmp_path / "billing").exists()

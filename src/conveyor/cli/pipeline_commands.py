@@ -30,6 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.cli import render
+from conveyor.config.loader import load_project
 from conveyor.errors import ConveyorError
 from conveyor.pipeline.export import DEFAULT_INSTALL, FORMATS, export
 from conveyor.pipeline.model import PipelineSpec
@@ -266,6 +267,58 @@ def export_command(ctx: Context, kind: str, output: Path | None, install: str) -
     render.console.print(f"wrote {escape(str(output))} ({len(spec.jobs)} jobs)")
 
 
+SERVICE_CONFIG = """\
+# Created by `conveyor init --template`. The pipeline is the shared template's: override
+# vars or jobs under `pipeline:` only where this service differs (see docs/pipelines.md).
+project: {name}
+services:
+  {name}:
+    build: {{run: "make build", outputs: [dist/]}}
+    run: "./dist/run"
+environments:
+  dev:
+pipeline:
+  extends: {template}
+"""
+
+
+@click.command("init")
+@click.option(
+    "--template",
+    "template",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Pipeline template the service extends.",
+)
+@click.argument("service")
+@click.pass_obj
+@_handled
+def init_command(ctx: Context, template: Path, service: str) -> None:
+    """Create SERVICE/conveyor.yaml whose pipeline extends a shared template."""
+    target = ctx.directory / service
+    config = target / "conveyor.yaml"
+    if config.exists():
+        raise ConveyorError(f"{config} already exists", hint="edit it, or pick another SERVICE")
+    source = template if template.is_absolute() else Path.cwd() / template
+    if not source.is_file():
+        raise ConveyorError(f"template {template} not found", hint="pass a path to a YAML file")
+    relative = os.path.relpath(source.resolve(), target.resolve())
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    config.write_text(SERVICE_CONFIG.format(name=service, template=relative), encoding="utf-8")
+    try:
+        load_project(config)
+        spec = load_pipeline(config)
+    except ConveyorError:
+        config.unlink()
+        if created:
+            target.rmdir()
+        raise
+    jobs = ", ".join(spec.jobs) if spec is not None else ""
+    render.console.print(f"created {escape(str(config))} (jobs: {escape(jobs)})")
+
+
 def add_commands(group: click.Group) -> None:
     group.add_command(run_command)
     group.add_command(export_command)
+    group.add_command(init_command)
