@@ -77,6 +77,10 @@ class Paths:
         return self.directory / "haproxy.log"
 
     @property
+    def book(self) -> Path:
+        return self.directory / "book.json"
+
+    @property
     def pidfile(self) -> Path:
         return self.directory / "haproxy.pid"
 

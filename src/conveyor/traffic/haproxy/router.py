@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 from collections import deque
@@ -55,8 +56,8 @@ from conveyor.traffic.haproxy.plan import (
     transition,
 )
 from conveyor.traffic.haproxy.process import Master, SocketError, paths_for, resolve_binary
-from conveyor.traffic.haproxy.stats import Tally, Views, merge
-from conveyor.traffic.haproxy.workers import WorkerBook
+from conveyor.traffic.haproxy.stats import Tally, Views, merge, negated
+from conveyor.traffic.haproxy.workers import WorkerBook, matches, slots_from_json, slots_to_json
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class _Route:
     preview_listen: Listen | None = None
     servers: tuple[ServerSpec, ...] = ()
     preview_servers: tuple[ServerSpec, ...] = ()
+    applied: bool = False  # a table has arrived
 
     @property
     def label(self) -> str:
@@ -124,7 +126,6 @@ class HAProxyRouter:
         self._served: dict[str, tuple[Listen | None, Listen | None]] = {}  # in the config
         self._inherited: frozenset[Listen] = frozenset()  # an adopted HAProxy's listeners
         self._awaiting: set[str] = set()  # adopted routes served, waiting for their tables
-        self._applied: set[str] = set()
         self._adopted_at: float | None = None
         self._adoption_grace = adoption_grace
         self._current: WorkerBook | None = None
@@ -151,9 +152,11 @@ class HAProxyRouter:
     ) -> None:
         async with self._lock:
             if not self._master.running() and self._master.adopt():
-                # A previous router's HAProxy still serves: its listeners are ours to keep.
+                # A previous router's HAProxy still serves: its listeners are ours to keep,
+                # and so is its worker if the saved book matches it.
                 with contextlib.suppress(OSError):
                     self._inherited = bound(self._paths.config.read_text())
+                self._take_over()
             route = self._route(service, env)
             listen = self._listen(route, route.listen, host, port)
             preview = (
@@ -177,6 +180,7 @@ class HAProxyRouter:
                 # Adopted: users keep what they had until the tables arrive (see apply).
                 self._awaiting.add(route.label)
                 self._adopted_at = self._adopted_at or asyncio.get_running_loop().time()
+                self._adopted_tables()
             elif self._served.get(route.label) != (listen, preview):
                 await self._reload()
             if self._sweeper is None or self._sweeper.done():
@@ -188,12 +192,12 @@ class HAProxyRouter:
         route.servers = server_weights(table.pools)
         version = table.preview_version or PREVIEW_VERSION
         route.preview_servers = preview_servers(version, table.preview)
+        route.applied = True
         if route.label in self._awaiting:
-            self._applied.add(route.label)
-            if self._awaiting <= self._applied:
-                self._heal()  # every adopted route has its table: reload with all of them
+            self._adopted_tables()
         elif route.label in self._served and not self._reloading and self._master.running():
             self._push(route)
+            self._save_book()
 
     def in_flight(self, service: str, env: str, instance_id: str) -> int:
         route = self._routes.get((service, env))
@@ -387,11 +391,77 @@ class HAProxyRouter:
         }
         self._resync = False
         self._awaiting.clear()
-        self._applied.clear()
         self._adopted_at = None
         for route in self._routes.values():
             if route.label in self._served:
                 self._push(route)
+        self._save_book()
+
+    def _save_book(self) -> None:
+        """Save the current worker's slots and listeners for a successor to adopt."""
+        current = self._current
+        if current is None:
+            return
+        routes = [
+            {
+                "service": r.service,
+                "env": r.env,
+                "listen": [r.listen.host, r.listen.port] if r.listen else None,
+                "preview": [r.preview_listen.host, r.preview_listen.port]
+                if r.preview_listen
+                else None,
+            }
+            for r in self._routes.values()
+            if r.label in self._served
+        ]
+        data = {"worker": current.pid, "routes": routes, "slots": slots_to_json(current.slots)}
+        temporary = self._paths.book.with_suffix(".tmp")
+        try:
+            temporary.write_text(json.dumps(data))
+            temporary.replace(self._paths.book)
+        except OSError as exc:
+            log.warning("cannot save the HAProxy router's book %s: %s", self._paths.book, exc)
+
+    def _take_over(self) -> bool:
+        """Carry on with an adopted worker as it is, if the saved book describes it."""
+        try:
+            data = json.loads(self._paths.book.read_text())
+            if data["worker"] != self._master.worker:
+                return False
+            slots = slots_from_json(data["slots"])
+            answer = self._master.stats(_STAT)
+            routes = [
+                (
+                    str(entry["service"]),
+                    str(entry["env"]),
+                    Listen(*entry["listen"]),
+                    Listen(*entry["preview"]) if entry["preview"] else None,
+                )
+                for entry in data["routes"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError, SocketError) as exc:
+            log.info("not adopting the HAProxy worker as is (%s); will reload", exc)
+            return False
+        worker = WorkerBook(int(data["worker"]), slots)
+        if not worker.refresh(answer, {}, NO_VERSION) or not matches(slots, worker.rows):
+            log.info("the HAProxy worker does not match the saved book; will reload")
+            return False
+        # until a table arrives, the desired state is what the worker does now
+        live = {
+            backend: tuple(s.spec for s in by_name.values() if s.spec and not s.draining)
+            for backend, by_name in slots.items()
+        }
+        for service, env, listen, preview in routes:
+            route = self._route(service, env)
+            route.listen, route.preview_listen = listen, preview
+            route.servers = live.get(route.names.backend, ())
+            route.preview_servers = live.get(route.names.preview_backend, ())
+            self._served[route.label] = (listen, preview)
+        worker.refresh(answer, self._backends, NO_VERSION)
+        self._current = worker
+        self._bank = merge([self._bank, negated(worker.view)])  # count from the adoption on
+        log.info("adopted HAProxy worker %d with %d routes as is", worker.pid, len(routes))
+        return True
 
     def _push(self, route: _Route) -> None:
         """Bring the current worker to the route's desired servers through the runtime API."""
@@ -415,6 +485,11 @@ class HAProxyRouter:
                     self._heal()
                     return
             current.slots[backend] = change.slots
+
+    def _adopted_tables(self) -> None:
+        """Once every adopted route has its table, reload with all of them at once."""
+        if all(r.applied for r in self._routes.values() if r.label in self._awaiting):
+            self._heal()
 
     def _heal(self) -> None:
         """Have the sweeper reload from the desired state as soon as it can."""
@@ -447,7 +522,7 @@ class HAProxyRouter:
 
     async def _sweep_once(self) -> None:
         if not self._master.running():
-            if self._served:
+            if self._served or self._awaiting:
                 log.warning("HAProxy exited unexpectedly; starting it again")
                 self._forget_workers()
                 await self._master.stop(0.0)
@@ -459,6 +534,8 @@ class HAProxyRouter:
                 self._resync = True  # some adopted route never got a table: stop waiting
         if self._resync:
             await self._reload()
+            if self._resync:  # refused again by a worker fresh from our own configuration
+                raise RuntimeError("HAProxy refuses the router's runtime commands")
             return
         # Poll every worker: a crash, or a replaced worker's exit, loses only what happened
         # since the last poll. Slots are parked only from rows read in this very round.
@@ -466,9 +543,13 @@ class HAProxyRouter:
         if current is not None and current.refresh(
             self._master.stats(_STAT), self._backends, NO_VERSION
         ):
+            parked = False
             for backend, name, row in list(current.idle_draining()):
                 if succeeded(command := park(backend, name), self._master.stats(command.text)):
                     current.parked(backend, name, row)
+                    parked = True
+            if parked:
+                self._save_book()
         self._refreshed(current=False)
         if self._retired:
             alive = set(self._master.procs().old_workers)

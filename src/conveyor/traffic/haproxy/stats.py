@@ -104,6 +104,7 @@ class StatRow:
     scur: int
     weight: int
     tally: Tally
+    addr: str = ""
 
     @property
     def is_backend(self) -> bool:
@@ -134,6 +135,7 @@ def parse_stat(text: str) -> tuple[StatRow, ...]:
                 _int(record.get("scur")),
                 _int(record.get("weight")),
                 tally,
+                record.get("addr") or "",
             )
         )
     return tuple(rows)
@@ -201,3 +203,8 @@ def merge(views: Iterable[Mapping[str, Mapping[str, Tally]]]) -> Views:
             for version, tally in by_version.items():
                 add_into(into, version, tally)
     return total
+
+
+def negated(views: Mapping[str, Mapping[str, Tally]]) -> Views:
+    """``-views``: added to later views, it makes them count from the moment it was taken."""
+    return {r: {v: ZERO - t for v, t in by.items()} for r, by in views.items()}
