@@ -226,8 +226,10 @@ def run_command(
     runner.view = view
     live = not as_json and render.console.is_terminal
     if live:
-        with Live(view, console=render.console, refresh_per_second=4):
+        with Live(view, console=render.console, refresh_per_second=4) as screen:
             result = asyncio.run(runner.run())
+            view.done = {job.name: job for job in result.jobs}  # skips never reach _job
+            screen.refresh()
     else:
         result = asyncio.run(runner.run())
     record = store_run(root, result, context)
