@@ -38,7 +38,7 @@ from pydantic_core import InitErrorDetails
 
 from conveyor.config.durations import Count, Duration, Percentage, PositiveDuration
 from conveyor.config.suggest import choose_hint, closest, describe, invalid
-from conveyor.core.analysis import DEFAULT_CONSECUTIVE_ERROR_LIMIT, MetricSpec
+from conveyor.core.analysis import DEFAULT_CONSECUTIVE_ERROR_LIMIT, UNLIMITED, MetricSpec
 from conveyor.core.expressions import ExpressionError, compile_expression
 from conveyor.errors import ConveyorError
 
@@ -439,7 +439,13 @@ class AnalysisTemplateConfig(_Settings):
             initial_delay = interval if query in WINDOW_QUERIES and interval else 0.0
         inconclusive_limit = self._pick(metric, "inconclusive_limit")
         if inconclusive_limit is None:
-            inconclusive_limit = max(0, count - 1) if query in COMPARE_QUERIES and count else 0
+            # A comparison is inconclusive until enough traffic arrives: tolerate that until
+            # its last measurement, or for as long as it runs when it has no count (a
+            # background run starts before the canary has any users).
+            if query in COMPARE_QUERIES:
+                inconclusive_limit = max(0, count - 1) if count else UNLIMITED
+            else:
+                inconclusive_limit = 0
         errors = self._pick(metric, "consecutive_error_limit")
         min_sample = JUDGED_MIN_SAMPLE if query in WINDOW_QUERIES and query != "request_rate" else 0
         success, failure = metric.success_condition, metric.failure_condition
