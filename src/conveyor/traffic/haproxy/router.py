@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 from collections import deque
@@ -41,6 +40,7 @@ from conveyor.core.model import RouteTable, VersionCounters
 from conveyor.errors import Conflict, NotFound
 from conveyor.traffic.builtin.metrics import NO_VERSION, SeriesSnapshot, render_prometheus
 from conveyor.traffic.builtin.router import PREVIEW_VERSION
+from conveyor.traffic.haproxy import saved
 from conveyor.traffic.haproxy.config import Listen, RouteConfig, Settings, bound, render
 from conveyor.traffic.haproxy.latency import LatencyBook, LogReceiver
 from conveyor.traffic.haproxy.plan import (
@@ -57,7 +57,7 @@ from conveyor.traffic.haproxy.plan import (
 )
 from conveyor.traffic.haproxy.process import Master, SocketError, paths_for, resolve_binary
 from conveyor.traffic.haproxy.stats import Tally, Views, merge, negated
-from conveyor.traffic.haproxy.workers import WorkerBook, matches, slots_from_json, slots_to_json
+from conveyor.traffic.haproxy.workers import WorkerBook
 
 log = logging.getLogger(__name__)
 
@@ -402,22 +402,14 @@ class HAProxyRouter:
         current = self._current
         if current is None:
             return
-        routes = [
-            {
-                "service": r.service,
-                "env": r.env,
-                "listen": [r.listen.host, r.listen.port] if r.listen else None,
-                "preview": [r.preview_listen.host, r.preview_listen.port]
-                if r.preview_listen
-                else None,
-            }
+        routes = tuple(
+            saved.SavedRoute(r.service, r.env, r.listen, r.preview_listen)
             for r in self._routes.values()
-            if r.label in self._served
-        ]
-        data = {"worker": current.pid, "routes": routes, "slots": slots_to_json(current.slots)}
+            if r.label in self._served and r.listen is not None
+        )
         temporary = self._paths.book.with_suffix(".tmp")
         try:
-            temporary.write_text(json.dumps(data))
+            temporary.write_text(saved.dump(saved.SavedBook(current.pid, routes, current.slots)))
             temporary.replace(self._paths.book)
         except OSError as exc:
             log.warning("cannot save the HAProxy router's book %s: %s", self._paths.book, exc)
@@ -425,42 +417,30 @@ class HAProxyRouter:
     def _take_over(self) -> bool:
         """Carry on with an adopted worker as it is, if the saved book describes it."""
         try:
-            data = json.loads(self._paths.book.read_text())
-            if data["worker"] != self._master.worker:
-                return False
-            slots = slots_from_json(data["slots"])
+            book = saved.load(self._paths.book.read_text())
             answer = self._master.stats(_STAT)
-            routes = [
-                (
-                    str(entry["service"]),
-                    str(entry["env"]),
-                    Listen(*entry["listen"]),
-                    Listen(*entry["preview"]) if entry["preview"] else None,
-                )
-                for entry in data["routes"]
-            ]
-        except (OSError, ValueError, KeyError, TypeError, SocketError) as exc:
+        except (OSError, ValueError) as exc:  # SocketError is an OSError
             log.info("not adopting the HAProxy worker as is (%s); will reload", exc)
             return False
-        worker = WorkerBook(int(data["worker"]), slots)
-        if not worker.refresh(answer, {}, NO_VERSION) or not matches(slots, worker.rows):
+        worker = WorkerBook(book.worker, book.slots)
+        if (
+            book.worker != self._master.worker
+            or not worker.refresh(answer, {}, NO_VERSION)
+            or not saved.matches(book.slots, worker.rows)
+        ):
             log.info("the HAProxy worker does not match the saved book; will reload")
             return False
-        # until a table arrives, the desired state is what the worker does now
-        live = {
-            backend: tuple(s.spec for s in by_name.values() if s.spec and not s.draining)
-            for backend, by_name in slots.items()
-        }
-        for service, env, listen, preview in routes:
-            route = self._route(service, env)
-            route.listen, route.preview_listen = listen, preview
+        live = saved.serving(book.slots)
+        for entry in book.routes:
+            route = self._route(entry.service, entry.env)
+            route.listen, route.preview_listen = entry.listen, entry.preview
             route.servers = live.get(route.names.backend, ())
             route.preview_servers = live.get(route.names.preview_backend, ())
-            self._served[route.label] = (listen, preview)
+            self._served[route.label] = (entry.listen, entry.preview)
         worker.refresh(answer, self._backends, NO_VERSION)
         self._current = worker
         self._bank = merge([self._bank, negated(worker.view)])  # count from the adoption on
-        log.info("adopted HAProxy worker %d with %d routes as is", worker.pid, len(routes))
+        log.info("adopted HAProxy worker %d with %d routes as is", worker.pid, len(book.routes))
         return True
 
     def _push(self, route: _Route) -> None:

@@ -11,17 +11,12 @@ the router's lifetime. ``WorkerBook`` bridges the two for one worker:
   last parked (``baselines``) is banked under the version it served (``banked``);
 * ``view`` is the worker's latest per-route, per-version tally (``stats.worker_view``); the
   router sums the views of the live workers and the last views of the exited ones.
-
-The current worker's slots are also saved next to the configuration (``slots_to_json``):
-a router that adopts an HAProxy left by a Conveyor process that died checks them against
-the worker (``matches``) and carries on with that worker, without a reload.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from conveyor.traffic.haproxy.plan import ServerSpec, Slot
 from conveyor.traffic.haproxy.stats import (
@@ -82,50 +77,3 @@ class WorkerBook:
             add_into(self.banked.setdefault(backend, {}), slot.spec.version, since)
         self.baselines[(backend, name)] = row.tally
         self.slots[backend][name] = Slot(name)
-
-
-def slots_to_json(slots: Mapping[str, Mapping[str, Slot]]) -> dict[str, Any]:
-    """A worker's slots as JSON, saved so that a successor can adopt the worker as is."""
-    return {
-        backend: {
-            name: None if slot.spec is None else {**asdict(slot.spec), "draining": slot.draining}
-            for name, slot in by_name.items()
-        }
-        for backend, by_name in slots.items()
-    }
-
-
-def slots_from_json(data: Mapping[str, Any]) -> dict[str, dict[str, Slot]]:
-    """The inverse of ``slots_to_json``; raises ``KeyError``/``TypeError`` on a bad file."""
-    slots: dict[str, dict[str, Slot]] = {}
-    for backend, by_name in data.items():
-        slots[backend] = {}
-        for name, entry in by_name.items():
-            if entry is None:
-                slots[backend][name] = Slot(name)
-                continue
-            spec = ServerSpec(
-                str(entry["version"]),
-                str(entry["instance_id"]),
-                str(entry["host"]),
-                int(entry["port"]),
-                int(entry["weight"]),
-            )
-            slots[backend][name] = Slot(name, spec, bool(entry["draining"]))
-    return slots
-
-
-def matches(slots: Mapping[str, Mapping[str, Slot]], rows: Iterable[StatRow]) -> bool:
-    """Whether a worker's ``show stat`` rows are what ``slots`` says (address, weight)."""
-    seen = {(row.proxy, row.server): row for row in rows}
-    for backend, by_name in slots.items():
-        for name, slot in by_name.items():
-            row = seen.get((backend, name))
-            if row is None:
-                return False
-            spec = slot.spec
-            if spec is None or slot.draining:
-                continue
-            if row.addr != f"{spec.host}:{spec.port}" or row.weight != spec.weight:
-                return False
-    return True
