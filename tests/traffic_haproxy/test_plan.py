@@ -103,8 +103,7 @@ def spec(instance: str, weight: int, port: int = 9000, version: str = "v1") -> S
     return ServerSpec(version, instance, "127.0.0.1", port, weight)
 
 
-def texts(change: Transition | None) -> list[str]:
-    assert change is not None
+def texts(change: Transition) -> list[str]:
     return [c.text for c in change.commands]
 
 
@@ -113,7 +112,7 @@ def test_layout_places_servers_first_and_leaves_room_for_a_second_set() -> None:
     assert list(slots) == [f"s{i}" for i in range(1, MIN_SLOTS + 1)]
     assert [s.spec.instance_id for s in slots.values() if s.spec] == ["a", "b"]
     big = layout([spec(str(i), 1, 9000 + i) for i in range(10)])
-    assert len(big) == 20 and sum(not s.free for s in big.values()) == 10
+    assert len(big) == 30 and sum(not s.free for s in big.values()) == 10
 
 
 def test_a_reload_keeps_each_server_in_its_slot_and_frees_draining_ones() -> None:
@@ -145,7 +144,6 @@ def test_transition_assigns_raises_lowers_then_drains_in_that_order() -> None:
         "set server be/s3 weight 50",
         "set server be/s1 state drain",
     ]
-    assert change is not None
     assert change.slots["s1"].draining and change.slots["s4"].spec == spec("new", 7, 9003)
 
 
@@ -154,9 +152,17 @@ def test_transition_to_the_same_table_sends_nothing() -> None:
     assert texts(transition("be", slots, (spec("a", 256),))) == []
 
 
-def test_without_enough_free_slots_nothing_is_changed() -> None:
-    slots = {"s1": Slot("s1", spec("a", 256)), "s2": Slot("s2", spec("b", 1, 9001))}
-    assert transition("be", slots, (spec("c", 1, 9002), spec("d", 1, 9003))) is None
+def test_without_a_free_slot_a_server_is_added_at_runtime() -> None:
+    slots = {"s1": Slot("s1", spec("a", 256)), "s2": Slot("s2")}
+    change = transition("be", slots, (spec("a", 256), spec("c", 9, 9002), spec("d", 9, 9003)))
+    assert texts(change) == [
+        "set server be/s2 addr 127.0.0.1 port 9002",
+        "set server be/s2 weight 9",
+        "set server be/s2 state ready",
+        "add server be/s3 127.0.0.1:9003 weight 9",
+        "enable server be/s3",
+    ]
+    assert change.slots["s3"].spec == spec("d", 9, 9003)
 
 
 def test_a_draining_server_that_comes_back_is_made_ready_in_its_slot() -> None:
@@ -188,13 +194,14 @@ def test_a_moved_instance_is_a_new_server_and_the_old_address_drains() -> None:
         (Command("set server be/a weight 3"), "\n", True),
         (Command("set server be/a weight 3"), "No such server.\n\n", False),
         (park("be", "s1"), "\n", True),
+        (transition("be", {}, (spec("a", 1),)).commands[0], "New server registered.", True),
         (
-            transition("be", {"s1": Slot("s1")}, (spec("a", 1),)).commands[0],  # type: ignore[union-attr]
+            transition("be", {"s1": Slot("s1")}, (spec("a", 1),)).commands[0],
             "no need to change the addr, port changed from '1' to '9000' by 'stats socket command'",
             True,
         ),
         (
-            transition("be", {"s1": Slot("s1")}, (spec("a", 1),)).commands[0],  # type: ignore[union-attr]
+            transition("be", {"s1": Slot("s1")}, (spec("a", 1),)).commands[0],
             "Invalid addr.",
             False,
         ),

@@ -18,11 +18,13 @@ nothing eligible means every weight is 0 and HAProxy answers 503.
 **Servers are slots.** Each backend is rendered with spare ``server`` lines (``s1``, ``s2``,
 ...) parked in maintenance. An instance that joins takes a free slot (``set server ...
 addr``, ``weight``, ``state ready``); one that leaves is drained and, once idle, parked
-again. HAProxy 2.6's runtime ``add server`` would avoid the spares, but a server created
-that way never reuses idle connections: measured here, every request then opens a new TCP
-connection to the instance (36 µs of HAProxy CPU per request instead of 14, a third of the
-throughput, and a TIME_WAIT socket per request). Only when the spares run out does the
-router reload with more (``slot_count``), which HAProxy does without dropping a request.
+again. HAProxy 2.6's runtime ``add server`` alone would avoid the spares, but a server
+created that way never reuses idle connections: measured here, every request then opens a
+new TCP connection to the instance (36 µs of HAProxy CPU per request instead of 14, a third
+of the throughput, and a TIME_WAIT socket per request). So ``add server`` is only the
+overflow when the spares run out; the next reload turns such servers into ordinary ones.
+A reload is not used for that: in HAProxy 2.6 the replaced worker closes idle keep-alive
+client connections at once, which races with a client sending its next request on one.
 
 ``transition`` turns a backend's slots and the wanted servers into runtime commands,
 ordered so no moment in between has less capacity than either end: new servers first,
@@ -42,12 +44,13 @@ from conveyor.traffic.builtin.balancer import weight_plan
 MAX_WEIGHT = 256
 """The largest server weight HAProxy accepts."""
 
-MIN_SLOTS = 8
+MIN_SLOTS = 16
 PARKED_ADDRESS = ("127.0.0.1", 1)  # where a free slot points; it is in maintenance anyway
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
 SILENT = ("",)
+ADDED = ("New server registered.",)
 ADDRESS_CHANGED = ("IP changed", "no need to change", "port changed")
 
 
@@ -157,12 +160,13 @@ def slot_name(number: int) -> str:
 
 
 def slot_count(servers: int) -> int:
-    """Slots to render for ``servers`` instances: room for a full second set, at least 8.
+    """Slots to render for ``servers`` instances: room for two more full sets, at least 16.
 
     A blue-green switch or a canary brings a whole new set of instances while the old set
-    still drains, so twice the current count avoids a reload in the common case.
+    still drains, and a surge adds a few more; three times the current count keeps the
+    ``add server`` overflow (no connection reuse) for unusual cases.
     """
-    return max(MIN_SLOTS, 2 * servers)
+    return max(MIN_SLOTS, 3 * servers)
 
 
 def layout(desired: Sequence[ServerSpec], previous: Slots | None = None) -> dict[str, Slot]:
@@ -216,16 +220,17 @@ class Transition:
     slots: dict[str, Slot]
 
 
-def transition(backend: str, slots: Slots, desired: Sequence[ServerSpec]) -> Transition | None:
-    """Runtime commands that take ``backend`` from ``slots`` to ``desired``, or ``None``.
+def transition(backend: str, slots: Slots, desired: Sequence[ServerSpec]) -> Transition:
+    """Runtime commands that take ``backend`` from ``slots`` to ``desired``.
 
-    ``None`` means there are not enough free slots: nothing is changed, the caller reloads
-    with a layout that fits (a partial change could drain the old set before the new set
-    is in). A draining server that comes back (a rollback to still-warm instances) is made
-    ready again in its slot, keeping its idle connections.
+    A joining instance takes the first free slot, or a new one made with ``add server`` when
+    none is free. A draining server that comes back (a rollback to still-warm instances) is
+    made ready again in its slot, keeping its idle connections.
     """
     by_identity = {s.spec.identity: s for s in slots.values() if s.spec is not None}
     free = [s.name for s in slots.values() if s.free]
+    numbers = [int(name[1:]) for name in slots if name[1:].isdigit()]
+    next_number = max(numbers, default=0) + 1
     assigns: list[Command] = []
     raises: list[Command] = []
     lowers: list[Command] = []
@@ -235,15 +240,25 @@ def transition(backend: str, slots: Slots, desired: Sequence[ServerSpec]) -> Tra
     for spec in desired:
         current = by_identity.get(spec.identity)
         if current is None:
-            if not free:
-                return None
-            name = free.pop(0)
-            path = f"{backend}/{name}"
-            assigns += [
-                Command(f"set server {path} addr {spec.host} port {spec.port}", ADDRESS_CHANGED),
-                Command(f"set server {path} weight {spec.weight}"),
-                Command(f"set server {path} state ready"),
-            ]
+            if free:
+                name = free.pop(0)
+                path = f"{backend}/{name}"
+                assigns += [
+                    Command(
+                        f"set server {path} addr {spec.host} port {spec.port}", ADDRESS_CHANGED
+                    ),
+                    Command(f"set server {path} weight {spec.weight}"),
+                    Command(f"set server {path} state ready"),
+                ]
+            else:
+                name, next_number = slot_name(next_number), next_number + 1
+                path = f"{backend}/{name}"
+                assigns += [
+                    Command(
+                        f"add server {path} {spec.host}:{spec.port} weight {spec.weight}", ADDED
+                    ),
+                    Command(f"enable server {path}"),
+                ]
             after[name] = Slot(name, spec)
             kept.add(name)
             continue

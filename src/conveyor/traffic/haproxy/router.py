@@ -8,8 +8,11 @@ makes HAProxy match it the cheapest safe way:
   slots, drains. No reload, no new process: a canary step or an abort is a few socket
   writes and applies to the next request;
 * ``serve()`` changes listeners, which only a configuration can do: it renders the whole
-  file from the desired state (current weights included) and reloads gracefully; so does
-  a table that needs more server slots than the backend has spare;
+  file from the desired state (current weights included) and reloads gracefully. In-flight
+  requests finish on the old worker, but HAProxy 2.6 closes its *idle* keep-alive client
+  connections at once, so a client that sends its next request at that very moment sees
+  the connection close (RFC 9112 lets it retry; browsers do). Reloads are therefore kept
+  to new listeners, and to healing after an error;
 * a background task finishes what a table change started: a removed instance's slot is
   drained, then parked in maintenance once HAProxy reports no session on it, and what the
   instance did is banked. If a command ever fails (the router's book and the worker
@@ -449,10 +452,6 @@ class HAProxyRouter:
         assert current is not None
         for backend, desired in route.backends():
             change = transition(backend, current.slots.get(backend, {}), desired)
-            if change is None:
-                log.info("%s needs more server slots; reloading HAProxy", route.label)
-                self._heal()
-                return
             for command in change.commands:
                 try:
                     answer = self._master.stats(command.text)
