@@ -97,6 +97,16 @@ class Paths:
         return self.sockets / "log.sock"
 
 
+def private_dir(path: Path) -> None:
+    """Create ``path`` for this user only; refuse one that somebody else owns (in /tmp)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_uid != os.getuid():
+        raise HAProxyUnavailable(
+            f"{path} belongs to another user; the HAProxy router will not put sockets there",
+            hint="remove that directory, or give the router a state dir with a shorter path",
+        )
+
+
 def paths_for(state_dir: Path) -> Paths:
     """The files of the router whose state lives in ``state_dir`` (deterministic, for adoption)."""
     directory = state_dir.resolve() / "haproxy"
@@ -221,7 +231,7 @@ class Master:
 
     async def check(self, config: str) -> None:
         """Refuse a configuration HAProxy would refuse, before it replaces the running one."""
-        self.paths.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.paths.directory)
         candidate = self.paths.directory / "haproxy.cfg.new"
         candidate.write_text(config)
         proc = await asyncio.create_subprocess_exec(
@@ -264,7 +274,7 @@ class Master:
         """Start the master with ``config`` and wait until its worker answers."""
         await self.check(config)
         self._mark_output()
-        self.paths.sockets.mkdir(parents=True, exist_ok=True)
+        private_dir(self.paths.sockets)
         for stale in (self.paths.master_socket, self.paths.stats_socket):
             stale.unlink(missing_ok=True)
         with self.paths.output.open("ab") as output:

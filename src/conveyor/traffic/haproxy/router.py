@@ -58,7 +58,13 @@ from conveyor.traffic.haproxy.plan import (
     succeeded,
     transition,
 )
-from conveyor.traffic.haproxy.process import Master, SocketError, paths_for, resolve_binary
+from conveyor.traffic.haproxy.process import (
+    Master,
+    SocketError,
+    paths_for,
+    private_dir,
+    resolve_binary,
+)
 from conveyor.traffic.haproxy.stats import Tally, Views, merge, negated
 from conveyor.traffic.haproxy.workers import WorkerBook
 
@@ -175,7 +181,7 @@ class HAProxyRouter:
                 )
             route.listen, route.preview_listen = listen, preview
             if self._receiver is not None:
-                self._paths.sockets.mkdir(parents=True, exist_ok=True)
+                private_dir(self._paths.sockets)
                 self._receiver.open()
             if not self._master.running():
                 await self._start()
