@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from ruamel.yaml import YAML
 
 from tests.cli.support import assert_clean_error, cli_env, conveyor
@@ -161,3 +162,61 @@ def test_init_creates_a_service_that_extends_the_template_and_runs(tmp_path: Pat
     bad = conveyor("init", "--template", str(tmp_path / "bad.yaml"), "billing", root=tmp_path)
     assert_clean_error(bad, 2)
     assert not (tmp_path / "billing").exists()
+
+
+GATES = """\
+pipeline:
+  jobs:
+    scan: {gate: secret-scan, paths: [src]}
+    audit: {gate: audit}
+    test: {run: "echo ok"}
+"""
+
+
+def test_evidence_latest_shows_gate_findings_and_the_skipped_audit(tmp_path: Path) -> None:
+    pytest.importorskip("detect_secrets", reason="needs detect-secrets: pip install detect-secrets")
+    root = project(tmp_path, GATES)
+    (root / "src").mkdir()
+    key = "AKIA" + "Z3MHQW7XJ4PLKD2Q"  # assembled so this file is no finding itself
+    (root / "src" / "config.py").write_text(f'KEY = "{key}"\n')
+    env = cli_env()
+    env.pop("CONVEYOR_AUDIT_SOURCE", None)
+    ran = conveyor("run", root=root, env=env)
+    assert ran.code == 1, ran
+    assert "src/config.py:1: AWS Access Key" in ran.stdout
+    assert key not in ran.stdout + ran.stderr
+    (record,) = (root / ".conveyor" / "runs").glob("*.json")
+    assert key not in record.read_text()
+
+    shown = conveyor("evidence", "latest", "--json", root=root)
+    assert shown.code == 0, shown
+    data = shown.json()
+    assert data["run"] == record.stem and data["result"] == "failure"
+    jobs = {job["name"]: job for job in data["jobs"]}
+    scan = jobs["scan"]
+    assert scan["result"] == "failure" and scan["gate"]["checked"] == ["src"]
+    assert scan["gate"]["findings"] == [
+        {"file": "src/config.py", "line": 1, "detector": "AWS Access Key"}
+    ]
+    assert jobs["audit"]["result"] == "skipped"
+    assert jobs["audit"]["gate"]["summary"] == (
+        "no offline vulnerability database; pip-audit needs network"
+    )
+    assert jobs["test"]["attempts"] == 1 and jobs["test"]["gate"] is None
+    assert key not in shown.stdout
+
+    text = conveyor("evidence", record.stem, root=root)
+    assert text.code == 0, text
+    assert "gate secret-scan: 1 files scanned, 1 possible secrets" in text.stdout
+    assert "src/config.py:1 AWS Access Key" in text.stdout
+
+
+def test_evidence_for_an_unknown_run_is_a_clean_error(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    missing = conveyor("evidence", "latest", root=root)
+    assert_clean_error(missing, 1)
+    assert "no pipeline runs recorded" in missing.output
+    assert conveyor("run", "--job", "lint", root=root).code == 0
+    unknown = conveyor("evidence", "nope", root=root)
+    assert_clean_error(unknown, 1)
+    assert "no pipeline run 'nope'" in unknown.output and "hint: pass 'latest'" in unknown.output

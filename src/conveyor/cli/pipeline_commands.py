@@ -4,7 +4,7 @@ The same `conveyor run --job X` is what an exported workflow calls, so a pipelin
 the same everywhere. Where a run happens (branch, tag, changed paths) comes from git, then
 from the CI host's variables (CI checkouts are often a detached HEAD), and `--branch`
 overrides both. Every run leaves its result as JSON under `.conveyor/runs/`: the evidence
-that the ledger will later point at.
+that the ledger will later point at, and what `conveyor evidence` reads back.
 
 Kept apart from main.py (which other commands crowd) and registered there by
 ``add_commands``; this module imports nothing from main.py so either can be imported first.
@@ -249,6 +249,116 @@ def run_command(
         sys.exit(1)
 
 
+def find_run(root: Path, run_id: str) -> Path:
+    """``latest`` or a record's name (with or without ``.json``) under ``.conveyor/runs/``."""
+    runs = root / ".conveyor" / "runs"
+    records = sorted(runs.glob("*.json")) if runs.is_dir() else []
+    if run_id == "latest":
+        if not records:
+            raise ConveyorError(
+                f"no pipeline runs recorded under {runs}", hint="run the pipeline: conveyor run"
+            )
+        return records[-1]
+    name = run_id if run_id.endswith(".json") else f"{run_id}.json"
+    path = runs / Path(name).name
+    if not path.is_file():
+        known = ", ".join(p.stem for p in records[-3:]) or "none"
+        raise ConveyorError(
+            f"no pipeline run {run_id!r} under {runs}",
+            hint=f"pass 'latest' or a record name (most recent: {known})",
+        )
+    return path
+
+
+def evidence_summary(record: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """What each job was checked for and how it went; logs and outputs are left out."""
+    run = record.get("run", {})
+    jobs: list[dict[str, Any]] = []
+    for job in run.get("jobs", []):
+        junit = job.get("reports") or []
+        entry: dict[str, Any] = {
+            "name": job["name"],
+            "result": job["result"],
+            "reason": job.get("reason"),
+            "duration": round(float(job.get("duration", 0.0)), 3),
+            "attempts": len(job.get("attempts") or []),
+            "junit": {
+                key: sum(int(report.get(key, 0)) for report in junit)
+                for key in ("tests", "failures", "errors", "skipped")
+            }
+            if junit
+            else None,
+            "coverage": [c.get("percent") for c in job.get("coverage") or []] or None,
+            "gate": job.get("gate"),
+        }
+        jobs.append(entry)
+    return {
+        "run": name,
+        "result": run.get("result"),
+        "duration": run.get("duration"),
+        "context": record.get("context", {}),
+        "jobs": jobs,
+    }
+
+
+def _print_evidence(summary: Mapping[str, Any]) -> None:
+    style = "green" if summary["result"] == "success" else "red"
+    render.console.print(
+        f"run {escape(summary['run'])}: [{style}]{summary['result']}[/] "
+        f"in {float(summary['duration'] or 0):.1f}s"
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("job", "result", "time", "attempts", "evidence"):
+        table.add_column(column)
+    for job in summary["jobs"]:
+        notes: list[str] = []
+        if job["junit"]:
+            counts = job["junit"]
+            notes.append(
+                f"junit {counts['tests']} tests, {counts['failures']} failures, "
+                f"{counts['errors']} errors"
+            )
+        if job["coverage"]:
+            notes.append("coverage " + ", ".join(f"{p}%" for p in job["coverage"]))
+        gate = job["gate"]
+        if gate:
+            notes.append(f"gate {gate['gate']}: {gate['summary']}")
+            notes += [f"  {f['file']}:{f['line']} {f['detector']}" for f in gate["findings"]]
+        elif job["reason"]:
+            notes.append(job["reason"])
+        state = STATE_STYLE.get(job["result"], "white")
+        table.add_row(
+            escape(job["name"]),
+            f"[{state}]{job['result']}[/]",
+            f"{job['duration']:.1f}s",
+            str(job["attempts"]),
+            escape("\n".join(notes)),
+        )
+    render.console.print(table)
+
+
+@click.command("evidence")
+@click.argument("run_id", default="latest")
+@click.option("--json", "as_json", is_flag=True, help="Print the evidence as JSON.")
+@click.pass_obj
+@_handled
+def evidence_command(ctx: Context, run_id: str, as_json: bool) -> None:
+    """Show what a pipeline run checked and the results (RUN_ID: a record name or 'latest')."""
+    root = ctx.project().root
+    path = find_run(root, run_id)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConveyorError(
+            f"run record {path} is unreadable: {error}", hint="pick another run"
+        ) from None
+    summary = evidence_summary(record, path.stem)
+    if as_json:
+        render.emit_json(summary)
+    else:
+        _print_evidence(summary)
+
+
 @click.command("export")
 @click.argument("kind", type=click.Choice(FORMATS))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path))
@@ -324,3 +434,4 @@ def add_commands(group: click.Group) -> None:
     group.add_command(run_command)
     group.add_command(export_command)
     group.add_command(init_command)
+    group.add_command(evidence_command)

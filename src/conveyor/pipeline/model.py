@@ -23,12 +23,16 @@ Shape::
           secrets: {TOKEN: {env: CI_TOKEN}, KEY: {file: /run/secrets/key}}
           cache: {key: "deps-{{ hashFiles('requirements.txt') }}", paths: [.venv-cache/]}
           reports: {junit: [reports/junit.xml], coverage: [coverage.xml]}
+        secrets-scan:
+          gate: secret-scan      # a built-in gate instead of ``run`` (see gates.py)
+          paths: [src/]          # default: the whole working directory
+          allow: ["tests/fixtures/*"]
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -100,7 +104,10 @@ class ReportsSpec(_Strict):
 class JobSpec(_Strict):
     """One job as written; a ``matrix`` makes it a template for several (see plan.py)."""
 
-    run: str | Annotated[list[str], Field(min_length=1)]
+    run: str | Annotated[list[str], Field(min_length=1)] | None = None
+    gate: Literal["secret-scan", "audit"] | None = None
+    paths: list[str] = Field(default_factory=list)
+    allow: list[str] = Field(default_factory=list)
     needs: list[str] = Field(default_factory=list)
     if_: str | None = Field(default=None, alias="if")
     matrix: dict[str, Annotated[list[MatrixValue], Field(min_length=1)]] = Field(
@@ -112,6 +119,16 @@ class JobSpec(_Strict):
     secrets: dict[str, SecretSource] = Field(default_factory=dict)
     cache: CacheSpec | None = None
     reports: ReportsSpec = Field(default_factory=ReportsSpec)
+
+    _gate_paths = field_validator("paths")(_relative)
+
+    @model_validator(mode="after")
+    def _run_or_gate(self) -> JobSpec:
+        if (self.run is None) == (self.gate is None):
+            raise ValueError("a job has exactly one of 'run: COMMAND' or 'gate: NAME'")
+        if self.gate is None and (self.paths or self.allow):
+            raise ValueError("'paths' and 'allow' belong to a 'gate: secret-scan' job")
+        return self
 
     @field_validator("timeout", mode="before")
     @classmethod

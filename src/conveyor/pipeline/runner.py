@@ -14,6 +14,9 @@ was retried.
 
 Results: ``success``, ``failure``, ``skipped`` (with the reason) and ``cancelled`` (stopped
 by fail-fast). Everything a job emits is masked for its secrets before it is kept.
+
+A ``gate:`` job runs no command: Conveyor computes its verdict (gates.py), in a thread so the
+other jobs keep running, and keeps its ``GateEvidence`` on the result.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 from conveyor.core.expressions import ExpressionError
 from conveyor.pipeline.cache import CacheOutcome, CacheStore, hash_files
 from conveyor.pipeline.conditions import render
+from conveyor.pipeline.gates import GateEvidence, GateUnavailable, run_gate
 from conveyor.pipeline.model import PipelineSpec
 from conveyor.pipeline.plan import (
     NeedState,
@@ -86,6 +90,7 @@ class JobResult:
     reports: tuple[JUnitEvidence, ...] = ()
     coverage: tuple[CoverageEvidence, ...] = ()
     cache: CacheOutcome | None = None
+    gate: GateEvidence | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,8 @@ class PipelineRunner:
         attempts: list[Attempt] = []
         mask = Masker(())
         cache: CacheOutcome | None = None
+        if job.spec.gate is not None:
+            return await self._gate(job, started, log)
         try:
             secrets = resolve_secrets(job.name, job.spec.secrets, self.environ)
             mask = Masker(secrets.values())
@@ -253,6 +260,29 @@ class PipelineRunner:
             coverage=tuple(collect_coverage(self.workdir, job.spec.reports.coverage)),
             cache=cache,
         )
+
+    async def _gate(self, job: PlannedJob, started: float, log: _JobLog) -> JobResult:
+        gate = job.spec.gate
+        assert gate is not None
+        try:
+            evidence = await asyncio.to_thread(
+                run_gate,
+                gate,
+                self.workdir,
+                paths=job.spec.paths,
+                allow=job.spec.allow,
+                environ=self.environ,
+            )
+        except asyncio.CancelledError:
+            return self._finish(job, started, "cancelled", "stopped by fail-fast", [], log)
+        except GateUnavailable as error:
+            self._log(job.name, log, f"conveyor: {error.message} ({error.hint})")
+            return self._finish(job, started, "failure", f"{error.message}; {error.hint}", [], log)
+        self._log(job.name, log, f"conveyor: gate {gate}: {evidence.summary}")
+        for finding in evidence.findings:
+            self._log(job.name, log, f"  {finding.file}:{finding.line}: {finding.detector}")
+        reason = None if evidence.result == "success" else evidence.summary
+        return self._finish(job, started, evidence.result, reason, [], log, gate=evidence)
 
     def _finish(
         self,
@@ -345,6 +375,7 @@ class PipelineRunner:
         self, job: PlannedJob, number: int, env: dict[str, str], log: _JobLog, mask: Masker
     ) -> tuple[Attempt, dict[str, str]]:
         run = job.spec.run
+        assert run is not None
         argv = ["sh", "-c", run] if isinstance(run, str) else list(run)
         handle, output_path = tempfile.mkstemp(prefix="conveyor-output-")
         os.close(handle)
