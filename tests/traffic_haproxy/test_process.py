@@ -32,5 +32,5 @@ def test_files_live_in_the_state_dir_and_sockets_move_out_of_long_paths(tmp_path
     deep = tmp_path / ("x" * 120)
     moved = paths_for(deep)
     assert moved.config.is_relative_to(deep.resolve())
-    assert len(str(moved.master_socket)) < 108  # what a Unix socket address can hold
+    assert len(str(moved.master_socket)) <= 97  # the longest socket path HAProxy accepts
     assert moved.master_socket == paths_for(deep).master_socket  # found again after a restart
