@@ -112,28 +112,29 @@ def write_project(
     canary_error_rate: str = "5%",
     notify: str = "",
     canary_background: str | None = None,
+    requires: dict[str, str] | None = None,
 ) -> Path:
+    """Write the test project; ``requires`` maps an environment to its ``requires:`` YAML."""
     shutil.copytree(
         EXAMPLES / "catalog",
         root / "services" / "catalog",
         ignore=shutil.ignore_patterns("__pycache__", ".mypy_cache", ".conveyor"),
     )
     path = root / "conveyor.yaml"
-    path.write_text(
-        CONFIG.format(
-            project=project,
-            canary_steps=canary_steps,
-            canary_error_rate=canary_error_rate,
-            notify=notify,
-            canary_background=f"\n        analysis: {canary_background}"
-            if canary_background
-            else "",
-            instances=instances,
-            verification=verification,
-            deadline=deadline,
-            scale_down_delay=scale_down_delay,
-        )
+    text = CONFIG.format(
+        project=project,
+        canary_steps=canary_steps,
+        canary_error_rate=canary_error_rate,
+        notify=notify,
+        canary_background=f"\n        analysis: {canary_background}" if canary_background else "",
+        instances=instances,
+        verification=verification,
+        deadline=deadline,
+        scale_down_delay=scale_down_delay,
     )
+    for env, block in (requires or {}).items():
+        text = text.replace(f"\n  {env}:\n", f"\n  {env}:\n    requires: {block}\n", 1)
+    path.write_text(text)
     return path
 
 

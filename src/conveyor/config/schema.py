@@ -472,6 +472,43 @@ class EnvironmentServiceConfig(_Model):
     )
 
 
+def _requires_form(value: object) -> object:
+    """``requires: [staging]`` is shorthand for ``requires: {environments: [staging]}``."""
+    if isinstance(value, list):
+        return {"environments": value}
+    return value
+
+
+class RequirementsConfig(_Model):
+    """What an artifact must already have before it may run in an environment (promotion).
+
+    Checked at deploy time (``core.admission.unmet_requirements``); rollbacks are exempt so
+    the way back is never locked. Gate results come from the pipeline, which records them on
+    the artifact (``metadata.gates``: job name to result).
+    """
+
+    environments: list[Slug] = Field(
+        default_factory=list,
+        description="Environments where a release of the same artifact digest must have "
+        "succeeded first.",
+    )
+    branches: list[str] = Field(
+        default_factory=list,
+        description="Git branches the artifact may be built from; a dirty tree is refused.",
+    )
+    gates: list[str] = Field(
+        default_factory=list,
+        description="Pipeline jobs that must have passed for this artifact.",
+    )
+
+
+def _requires_json_schema() -> dict[str, Any]:
+    schema = _inline_refs(RequirementsConfig.model_json_schema())
+    schema.pop("title", None)
+    names = {"type": "array", "items": {"type": "string"}}
+    return {"anyOf": [names, schema], "description": RequirementsConfig.__doc__ or ""}
+
+
 class EnvironmentConfig(_Model):
     """A named place a release runs in; environments are promoted in the order declared."""
 
@@ -492,6 +529,15 @@ class EnvironmentConfig(_Model):
     )
     rollback: RollbackConfig | None = Field(
         None, description="Overrides of the project's rollback triggers, field by field."
+    )
+    requires: Annotated[
+        RequirementsConfig,
+        BeforeValidator(_requires_form),
+        WithJsonSchema(_requires_json_schema()),
+    ] = Field(
+        default_factory=RequirementsConfig,
+        description="What an artifact needs before it may be deployed here: successful "
+        "releases elsewhere, branches, passed gates. A list is shorthand for environments.",
     )
 
     @model_validator(mode="after")
@@ -649,6 +695,28 @@ class ProjectConfig(_Model):
                                 input=name,
                             )
                         )
+        for env_name, env in environments.items():
+            for index, required in enumerate(env.requires.environments):
+                if required not in environments or required == env_name:
+                    problems.append(
+                        InitErrorDetails(
+                            type=invalid(
+                                f"environment '{env_name}' requires "
+                                + (
+                                    "itself"
+                                    if required == env_name
+                                    else f"unknown environment '{required}'"
+                                ),
+                                choose_hint(
+                                    required,
+                                    [n for n in environments if n != env_name],
+                                    "environments",
+                                ),
+                            ),
+                            loc=(env_name, "requires", "environments", index),
+                            input=required,
+                        )
+                    )
         if problems:
             raise ValidationError.from_exception_data("environments", problems)
         return environments

@@ -3,8 +3,9 @@
 This is the only way a release enters the store. It re-reads `conveyor.yaml` each time (an
 edited config applies to the next deploy without restarting the server), verifies the
 artifact's digest and signed provenance (a refusal goes on the ledger), applies the admission
-rules from ``core.admission`` and writes the release and its ``release.created`` event in one
-transaction. The controller picks it up from there.
+rules from ``core.admission`` (including the environment's promotion ``requires:``, whose
+refusal goes on the ledger as ``release.refused``; rollbacks are exempt) and writes the
+release and its ``release.created`` event in one transaction. The controller picks it up from there.
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ from conveyor.artifacts.signing import verify_signed
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.config.loader import LoadedProject
 from conveyor.controller import specs
-from conveyor.core.admission import Candidate, Current, admit
+from conveyor.core.admission import (
+    ArtifactFacts,
+    Candidate,
+    Current,
+    Requirements,
+    admit,
+    unmet_requirements,
+)
 from conveyor.core.release import config_version, merge_config, template_key
 from conveyor.core.state import RolloutStatus
 from conveyor.errors import NotFound, Refused
-from conveyor.store.records import NewEvent, NewRelease, ReleaseRecord
+from conveyor.store.records import ArtifactRecord, NewEvent, NewRelease, ReleaseRecord
 from conveyor.store.repository import Store
 
 
@@ -58,6 +66,10 @@ class Releases:
                 [NewEvent("artifact.refused", event, service=service, env=env)], actor=actor
             )
             raise
+        if rollback_of is None:
+            # Rollbacks are exempt: the exit must always be open, even to a build that would
+            # not be admitted today (e.g. one that predates a new gate).
+            self._check_requirements(project, service, env, record, actor=actor)
         config = merge_config(
             base_config
             if base_config is not None
@@ -132,6 +144,60 @@ class Releases:
                     },
                 )
             ],
+        )
+
+    def _check_requirements(
+        self, project: LoadedProject, service: str, env: str, record: ArtifactRecord, *, actor: str
+    ) -> None:
+        """Refuse an artifact that lacks anything ``requires:`` demands, naming every gap."""
+        declared = project.config.environment(env).requires
+        requirements = Requirements(
+            env, tuple(declared.environments), tuple(declared.branches), tuple(declared.gates)
+        )
+        if requirements == Requirements(env):
+            return
+        succeeded_in = frozenset(
+            other
+            for other in requirements.environments
+            if any(
+                r.artifact_digest == record.digest and r.phase == "succeeded"
+                for r in self.store.releases(service, other, limit=200)
+            )
+        )
+        # Until the pipeline keeps its own table of results, it records them on the artifact.
+        gates = record.metadata.get("gates", {})
+        facts = ArtifactFacts(
+            record.digest,
+            record.branch,
+            record.dirty,
+            succeeded_in,
+            {str(k): str(v) for k, v in gates.items()} if isinstance(gates, Mapping) else {},
+        )
+        unmet = unmet_requirements(requirements, facts)
+        if not unmet:
+            return
+        missing = [e for e in requirements.environments if e not in succeeded_in]
+        hint = (
+            f"deploy it to {missing[0]} first: conveyor deploy {service} --env {missing[0]} "
+            f"--artifact {record.digest}"
+            if missing
+            else f"build it from a clean checkout of an allowed branch and run the pipeline "
+            f"(see `requires:` of {env} in conveyor.yaml)"
+        )
+        self.store.append_events(
+            [
+                NewEvent(
+                    "release.refused",
+                    {"artifact": record.digest, "unmet": unmet, "hint": hint},
+                    service=service,
+                    env=env,
+                )
+            ],
+            actor=actor,
+        )
+        raise Refused(
+            f"{service} {record.short} may not be deployed to {env}: " + "; ".join(unmet),
+            hint=hint,
         )
 
     def rollback_target(self, service: str, env: str, to: int | None) -> ReleaseRecord:

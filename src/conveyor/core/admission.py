@@ -2,11 +2,13 @@
 
 The controller gathers the facts (what is rolling out now, what users would return to, whether
 that artifact is still on disk) and these functions say yes, or no with a reason and a fix.
+Promotion requirements (``unmet_requirements``) answer with every unmet requirement at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from conveyor.errors import Conflict, Refused
 
@@ -69,3 +71,60 @@ def admit(
             f"r{stable.revision} already runs this artifact with this config in {candidate.env}",
             hint="nothing to deploy; change the code (`--build`) or the config (`--set KEY=VALUE`)",
         )
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What an environment demands of an artifact before it may run there (promotion)."""
+
+    env: str
+    environments: tuple[str, ...] = ()
+    branches: tuple[str, ...] = ()
+    gates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArtifactFacts:
+    """What is known about one artifact: where it already ran well, where it came from."""
+
+    digest: str
+    branch: str | None
+    dirty: bool | None
+    succeeded_in: frozenset[str] = frozenset()
+    gates: Mapping[str, str] = field(default_factory=dict)
+
+
+def unmet_requirements(requirements: Requirements, facts: ArtifactFacts) -> list[str]:
+    """Every requirement the artifact lacks, as sentences, in declaration order; [] = admit.
+
+    All of them, not the first: a refused deploy should tell the whole story at once, so the
+    user does not fix one thing only to be refused for the next.
+    """
+    short = f"sha256:{facts.digest.removeprefix('sha256:')[:12]}…"
+    unmet = [
+        f"no successful release of {short} in {env}"
+        for env in requirements.environments
+        if env not in facts.succeeded_in
+    ]
+    if requirements.branches:
+        allowed = " or ".join(requirements.branches)
+        if facts.branch is None:
+            unmet.append(
+                f"{short} has no recorded git branch; {requirements.env} requires {allowed}"
+            )
+        elif facts.branch not in requirements.branches:
+            unmet.append(
+                f"built from branch '{facts.branch}'; {requirements.env} requires {allowed}"
+            )
+        if facts.branch is not None and facts.dirty is not False:
+            state = "uncommitted changes" if facts.dirty else "an unknown working tree state"
+            unmet.append(
+                f"built from {state}; {requirements.env} requires a clean commit on {allowed}"
+            )
+    for gate in requirements.gates:
+        result = facts.gates.get(gate)
+        if result is None:
+            unmet.append(f"gate '{gate}' has no passing result")
+        elif result != "success":
+            unmet.append(f"gate '{gate}' did not pass ({result})")
+    return unmet
