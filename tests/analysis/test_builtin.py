@@ -193,7 +193,7 @@ def test_compare_error_rate_fails_a_bad_canary_and_passes_a_good_one() -> None:
 
 def test_compare_latency_fails_a_slow_canary() -> None:
     clock = Clock()
-    stage = Stage(Instance("v1", delay=0.001), Instance("v2", delay=0.02))
+    stage = Stage(Instance("v1", delay=0.001), Instance("v2", delay=0.1))
     spec = compare("compare_latency", quantile=0.95, max_ratio=1.5, alpha=0.05, min_samples=30)
 
     async def body() -> None:
