@@ -368,9 +368,10 @@ class Driver:
     async def _stop(self, instance_ids: list[str], drain_timeout: float) -> None:
         """Drain (no new requests, wait for in-flight ones), then stop, all in parallel."""
         self.draining.update(instance_ids)
-        release = self._latest()
-        if release is not None:
-            self._sync_routes(release, self.target.observe(self.service, self.env))
+        # Re-apply the table the router already has, minus the draining instances (the
+        # weights and preview were remembered by the last sync: no need to read the store).
+        instances = self.target.observe(self.service, self.env)
+        self._apply_table(self._weights or {}, instances, self._preview_version)
         try:
             await asyncio.gather(*(self._drain_and_stop(i, drain_timeout) for i in instance_ids))
         finally:
