@@ -30,11 +30,11 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from conveyor import __version__
 from conveyor.artifacts.archive import create_archive
@@ -85,6 +85,7 @@ def build_service(
     *,
     actor: str,
     log: Callable[[str], None] | None = None,
+    pipeline: Mapping[str, Any] | None = None,
 ) -> BuildResult:
     """Build ``service_name`` and record its artifact; raise BuildFailed with the log's tail."""
     started = time.monotonic()
@@ -126,6 +127,7 @@ def build_service(
             started=started_at,
             finished=time.time(),
             builder_version=__version__,
+            pipeline=pipeline,
         ),
     )
     duration = time.monotonic() - started
@@ -149,6 +151,7 @@ def build_service(
                 "platform": platform.platform(),
             },
             "provenance": signed,
+            **({"pipeline_run": str(pipeline.get("run"))} if pipeline is not None else {}),
         },
     )
     record = store.record_artifact(candidate, actor=actor)

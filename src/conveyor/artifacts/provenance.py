@@ -46,6 +46,9 @@ class BuildFacts:
     started: float  # unix seconds
     finished: float
     builder_version: str
+    pipeline: Mapping[str, Any] | None = None
+    """For a build inside ``conveyor run``: the run's id, and the jobs finished before it
+    with their results (so the gates the build needed are part of what is signed)."""
 
 
 def statement(facts: BuildFacts) -> dict[str, Any]:
@@ -56,7 +59,12 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
     }
     if facts.source.commit is not None:
         material["digest"] = {"sha1": facts.source.commit, "gitCommit": facts.source.commit}
-    return {
+    metadata = {"startedOn": rfc3339(facts.started), "finishedOn": rfc3339(facts.finished)}
+    internal: dict[str, Any] = {}
+    if facts.pipeline is not None:
+        metadata["invocationId"] = str(facts.pipeline.get("run", ""))
+        internal["pipeline"] = dict(facts.pipeline)
+    stmt: dict[str, Any] = {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": f"{facts.service}.tar.gz", "digest": {"sha256": _hex(facts.digest)}}],
         "predicateType": PREDICATE_TYPE,
@@ -72,10 +80,7 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
             },
             "runDetails": {
                 "builder": {"id": BUILDER_ID, "version": {"conveyor": facts.builder_version}},
-                "metadata": {
-                    "startedOn": _rfc3339(facts.started),
-                    "finishedOn": _rfc3339(facts.finished),
-                },
+                "metadata": metadata,
                 "byproducts": [
                     {
                         "name": "outputs",
@@ -85,6 +90,9 @@ def statement(facts: BuildFacts) -> dict[str, Any]:
             },
         },
     }
+    if internal:
+        stmt["predicate"]["buildDefinition"]["internalParameters"] = internal
+    return stmt
 
 
 def encode(stmt: Mapping[str, Any]) -> bytes:
@@ -145,5 +153,5 @@ def _hex(digest: str) -> str:
     return digest.removeprefix("sha256:")
 
 
-def _rfc3339(ts: float) -> str:
+def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -205,7 +205,7 @@ def verify_signed(
         if not line.strip():
             continue
         try:
-            payload, key = _open_envelope(json.loads(line), trusted)
+            payload, key = open_envelope(json.loads(line), trusted)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             problems.append(str(exc) or type(exc).__name__)
             continue
@@ -218,7 +218,7 @@ def verify_signed(
     )
 
 
-def _open_envelope(
+def open_envelope(
     envelope: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey]
 ) -> tuple[bytes, str]:
     """The payload and the trusted key whose signature over it is valid; ValueError if none."""

@@ -30,6 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.cli import render
+from conveyor.cli.pipeline_actions import ProjectActions
 from conveyor.config.loader import load_project
 from conveyor.errors import ConveyorError
 from conveyor.pipeline.export import DEFAULT_INSTALL, FORMATS, export
@@ -169,15 +170,26 @@ class _WatchedRunner(PipelineRunner):
         return result
 
 
-def store_run(root: Path, result: RunResult, context: RunContext) -> Path:
-    """Keep the run's result as evidence; the name sorts by time."""
+def new_run_id() -> str:
+    """A run's name: its start time, so records sort by time and `latest` is the last."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def store_run(
+    root: Path,
+    result: RunResult,
+    context: RunContext,
+    run_id: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Keep the run's result as evidence under ``.conveyor/runs/RUN_ID.json``."""
     runs = root / ".conveyor" / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = runs / f"{stamp}.json"
+    path = runs / f"{run_id or new_run_id()}.json"
     record = {
         "run": result.to_dict(),
         "context": {"branch": context.branch, "tag": context.tag, "changed": context.changed},
+        **(extra or {}),
     }
     path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     return path
@@ -222,7 +234,18 @@ def run_command(
     plan = build_plan(spec)
     context = git_context(root, branch, _parse_vars(variables))
     view = _View(plan)
-    runner = _WatchedRunner(plan, root, context=context, cache_dir=root / ".conveyor" / "cache")
+    run_id = new_run_id()
+    actions = ProjectActions(
+        ctx.project(),
+        run_id,
+        context,
+        commit=_git(root, "rev-parse", "HEAD"),
+        database_url=os.environ.get("CONVEYOR_DATABASE_URL"),
+    )
+    actions.started([job.name for job in plan.jobs])
+    runner = _WatchedRunner(
+        plan, root, context=context, cache_dir=root / ".conveyor" / "cache", actions=actions
+    )
     runner.view = view
     live = not as_json and render.console.is_terminal
     if live:
@@ -232,7 +255,9 @@ def run_command(
             screen.refresh()
     else:
         result = asyncio.run(runner.run())
-    record = store_run(root, result, context)
+    actions.finished(result)
+    extra = {"id": run_id, "artifacts": actions.built, "problems": actions.problems}
+    record = store_run(root, result, context, run_id, extra)
     if as_json:
         render.emit_json(result.to_dict())
     else:
@@ -240,6 +265,8 @@ def run_command(
         if not live:
             render.console.print(view.table())
         _print_failures(result)
+        for problem in actions.problems:
+            render.console.print(f"[yellow]warning[/]: {escape(problem)}")
         style = "green" if result.result == "success" else "red"
         render.console.print(
             f"[{style}]pipeline {result.result}[/] in {result.duration:.1f}s "

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.artifacts.attestations import verified_runs
 from conveyor.artifacts.signing import verify_signed
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.config.loader import LoadedProject
@@ -164,14 +165,10 @@ class Releases:
                 for r in self.store.releases(service, other, limit=200)
             )
         )
-        # Until the pipeline keeps its own table of results, it records them on the artifact.
-        gates = record.metadata.get("gates", {})
+        # Gate results count only from signed pipeline-run attestations, never from a row.
+        attested = verified_runs(self.artifacts, record.digest)
         facts = ArtifactFacts(
-            record.digest,
-            record.branch,
-            record.dirty,
-            succeeded_in,
-            {str(k): str(v) for k, v in gates.items()} if isinstance(gates, Mapping) else {},
+            record.digest, record.branch, record.dirty, succeeded_in, attested.gates()
         )
         unmet = unmet_requirements(requirements, facts)
         if not unmet:
@@ -181,9 +178,15 @@ class Releases:
             f"deploy it to {missing[0]} first: conveyor deploy {service} --env {missing[0]} "
             f"--artifact {record.digest}"
             if missing
-            else f"build it from a clean checkout of an allowed branch and run the pipeline "
-            f"(see `requires:` of {env} in conveyor.yaml)"
+            else "run the pipeline that builds it (`conveyor run`) from a clean checkout of an "
+            f"allowed branch; its gate results are attested on the artifact (see `requires:` "
+            f"of {env} in conveyor.yaml)"
         )
+        if attested.rejected:
+            unmet.append(
+                f"({attested.rejected} attestation line(s) of {record.short} failed "
+                "verification and were ignored)"
+            )
         self.store.append_events(
             [
                 NewEvent(

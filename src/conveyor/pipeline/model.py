@@ -27,14 +27,22 @@ Shape::
           gate: secret-scan      # a built-in gate instead of ``run`` (see gates.py)
           paths: [src/]          # default: the whole working directory
           allow: ["tests/fixtures/*"]
+        package:
+          needs: [test, secrets-scan]
+          build: catalog         # Conveyor builds and signs the artifact (artifacts/build.py)
+        staging:
+          needs: [package]
+          deploy: {env: staging} # releases package's digest and follows the rollout
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from conveyor.pipeline.gates import gate_names
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -101,11 +109,43 @@ class ReportsSpec(_Strict):
     _paths = field_validator("junit", "coverage")(_relative)
 
 
+def _service_form(value: object) -> object:
+    """``build: catalog`` is shorthand for ``build: {service: catalog}``."""
+    return {"service": value} if isinstance(value, str) else value
+
+
+class BuildJobSpec(_Strict):
+    """Build a service's artifact once, signed, with this run in its provenance."""
+
+    service: str = Field(min_length=1)
+
+
+class DeployJobSpec(_Strict):
+    """Release an artifact to an environment through the Conveyor server, and follow it.
+
+    ``service`` defaults to the service of the build job it needs; ``artifact`` (a template,
+    e.g. ``{{ needs.build.outputs.digest }}``) defaults to that build's digest.
+    """
+
+    env: str = Field(min_length=1)
+    service: str | None = None
+    artifact: str | None = None
+    set: dict[str, str] = Field(default_factory=dict)
+    timeout: float = 3600.0
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+
 class JobSpec(_Strict):
     """One job as written; a ``matrix`` makes it a template for several (see plan.py)."""
 
     run: str | Annotated[list[str], Field(min_length=1)] | None = None
-    gate: Literal["secret-scan", "audit"] | None = None
+    gate: str | None = None
+    build: Annotated[BuildJobSpec | None, BeforeValidator(_service_form)] = None
+    deploy: DeployJobSpec | None = None
     paths: list[str] = Field(default_factory=list)
     allow: list[str] = Field(default_factory=list)
     needs: list[str] = Field(default_factory=list)
@@ -123,12 +163,31 @@ class JobSpec(_Strict):
     _gate_paths = field_validator("paths")(_relative)
 
     @model_validator(mode="after")
-    def _run_or_gate(self) -> JobSpec:
-        if (self.run is None) == (self.gate is None):
-            raise ValueError("a job has exactly one of 'run: COMMAND' or 'gate: NAME'")
+    def _one_kind(self) -> JobSpec:
+        kinds = [k for k in ("run", "gate", "build", "deploy") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a job has exactly one of 'run: COMMAND', 'gate: NAME', 'build: SERVICE' or "
+                "'deploy: {env: ENV}'" + (f" (this one has {' and '.join(kinds)})" if kinds else "")
+            )
+        if self.kind in ("build", "deploy") and self.matrix:
+            raise ValueError(f"a {self.kind} job has no matrix: it builds or deploys once")
         if self.gate is None and (self.paths or self.allow):
             raise ValueError("'paths' and 'allow' belong to a 'gate: secret-scan' job")
         return self
+
+    @property
+    def kind(self) -> str:
+        """run, gate, build or deploy: what the runner does for this job."""
+        return next(k for k in ("run", "gate", "build", "deploy") if getattr(self, k) is not None)
+
+    @field_validator("gate")
+    @classmethod
+    def _known_gate(cls, value: str | None) -> str | None:
+        known = gate_names()
+        if value is not None and value not in known:
+            raise ValueError(f"{value!r} is not a gate; known gates: {', '.join(known)}")
+        return value
 
     @field_validator("timeout", mode="before")
     @classmethod

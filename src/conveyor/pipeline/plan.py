@@ -45,6 +45,10 @@ class PlannedJob:
     matrix: Mapping[str, MatrixValue]
     needs: tuple[str, ...]
     condition: Condition | None
+    service: str | None = None
+    """The service a build or deploy job is about (a deploy's defaults to its build's)."""
+    build_job: str | None = None
+    """For a deploy job without ``artifact:``, the build job whose digest it releases."""
 
 
 @dataclass(frozen=True)
@@ -140,9 +144,74 @@ def build_plan(spec: PipelineSpec) -> Plan:
                 raise PipelineError(
                     f"job '{base}': its if: condition is invalid: {error.message}", error.hint
                 ) from None
+        service, build_job = _artifact_source(base, spec)
         for name, combo in variants[base]:
-            planned.append(PlannedJob(name, base, job, combo, tuple(needs), condition))
+            planned.append(
+                PlannedJob(name, base, job, combo, tuple(needs), condition, service, build_job)
+            )
     return Plan(_order(planned), dict(spec.vars), spec.fail_fast, spec.max_parallel)
+
+
+def _upstream(base: str, spec: PipelineSpec) -> list[str]:
+    """Every job ``base`` needs, directly or not, nearest first; unknown needs are ignored."""
+    seen: list[str] = []
+    frontier = list(spec.jobs[base].needs)
+    while frontier:
+        name = frontier.pop(0)
+        if name in seen or name not in spec.jobs:
+            continue
+        seen.append(name)
+        frontier.extend(spec.jobs[name].needs)
+    return seen
+
+
+def _artifact_source(base: str, spec: PipelineSpec) -> tuple[str | None, str | None]:
+    """(service, build job) of a build or deploy job; a deploy must be able to find both.
+
+    Deploying "what this pipeline built" is the point of a pipeline, so a deploy job without
+    ``artifact:`` releases the digest of the build job it needs (directly or not) and
+    refuses to guess between two.
+    """
+    job = spec.jobs[base]
+    if job.build is not None:
+        return job.build.service, None
+    if job.deploy is None:
+        return None, None
+    deploy = job.deploy
+    builds = [
+        name
+        for name in _upstream(base, spec)
+        if (b := spec.jobs[name].build) is not None
+        and (deploy.service is None or b.service == deploy.service)
+    ]
+    if deploy.artifact is not None:
+        service = deploy.service or (_single_service(builds, spec) if builds else None)
+        if service is None:
+            raise PipelineError(
+                f"deploy job '{base}' does not say which service it deploys",
+                hint=f"add service: to jobs.{base}.deploy",
+            )
+        return service, None
+    if builds and _single_service(builds, spec) is None:
+        raise PipelineError(
+            f"deploy job '{base}' needs builds of several services: " + ", ".join(builds),
+            hint=f"name the one it deploys: jobs.{base}.deploy.service",
+        )
+    if not builds:
+        what = f"service '{deploy.service}'" if deploy.service else "a service"
+        raise PipelineError(
+            f"deploy job '{base}' needs no job that builds {what}, so it has nothing to deploy",
+            hint=f"add the build job to jobs.{base}.needs, or set jobs.{base}.deploy.artifact",
+        )
+    nearest = builds[0]
+    build = spec.jobs[nearest].build
+    assert build is not None
+    return build.service, nearest
+
+
+def _single_service(builds: list[str], spec: PipelineSpec) -> str | None:
+    services = {b.service for name in builds if (b := spec.jobs[name].build) is not None}
+    return services.pop() if len(services) == 1 else None
 
 
 def _order(jobs: list[PlannedJob]) -> tuple[PlannedJob, ...]:

@@ -17,6 +17,11 @@ by fail-fast). Everything a job emits is masked for its secrets before it is kep
 
 A ``gate:`` job runs no command: Conveyor computes its verdict (gates.py), in a thread so the
 other jobs keep running, and keeps its ``GateEvidence`` on the result.
+
+``build:`` and ``deploy:`` jobs need the project (its services, artifact store, server), which
+this package does not know: the caller supplies ``JobActions`` and the runner calls them in a
+thread with the results finished so far, so that what a build signs and a deploy attests is
+exactly what the run had checked by then. Without actions such jobs fail saying so.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ import os
 import signal
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from conveyor.core.expressions import ExpressionError
 from conveyor.pipeline.cache import CacheOutcome, CacheStore, hash_files
@@ -106,6 +113,36 @@ class RunResult:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class ActionOutcome:
+    """How a build or deploy job ended: ``success`` or ``failure``, why, and its outputs."""
+
+    result: str
+    reason: str | None = None
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+
+class JobActions(Protocol):
+    """What ``build:`` and ``deploy:`` jobs do; ``finished`` is the run so far, plan order.
+
+    Both are called in a worker thread and report progress through ``log``. A deploy polls
+    ``cancelled`` and stops following (the rollout itself is the server's) once it is set.
+    """
+
+    def build(
+        self, job: PlannedJob, finished: Sequence[JobResult], log: Callable[[str], None]
+    ) -> ActionOutcome: ...
+
+    def deploy(
+        self,
+        job: PlannedJob,
+        artifact: str,
+        finished: Sequence[JobResult],
+        log: Callable[[str], None],
+        cancelled: threading.Event,
+    ) -> ActionOutcome: ...
+
+
 def parse_outputs(text: str) -> dict[str, str]:
     """``KEY=VALUE`` lines, and ``KEY<<EOF`` ... ``EOF`` blocks for multi-line values."""
     outputs: dict[str, str] = {}
@@ -161,6 +198,7 @@ class PipelineRunner:
         environ: Mapping[str, str] | None = None,
         on_log: LogSink | None = None,
         kill_grace: float = 2.0,
+        actions: JobActions | None = None,
     ) -> None:
         self.plan = plan
         self.workdir = workdir
@@ -170,11 +208,13 @@ class PipelineRunner:
         self.environ = dict(os.environ if environ is None else environ)
         self.on_log = on_log
         self.kill_grace = kill_grace
+        self.actions = actions
+        self.results: dict[str, JobResult] = {}
 
     async def run(self) -> RunResult:
         started = time.monotonic()
         states: dict[str, NeedState] = {}
-        results: dict[str, JobResult] = {}
+        results = self.results
         pending = list(self.plan.jobs)
         running: dict[asyncio.Task[JobResult], PlannedJob] = {}
         stopped_by: str | None = None
@@ -226,6 +266,8 @@ class PipelineRunner:
         cache: CacheOutcome | None = None
         if job.spec.gate is not None:
             return await self._gate(job, started, log)
+        if job.spec.build is not None or job.spec.deploy is not None:
+            return await self._action(job, states, started, log)
         try:
             secrets = resolve_secrets(job.name, job.spec.secrets, self.environ)
             mask = Masker(secrets.values())
@@ -283,6 +325,53 @@ class PipelineRunner:
             self._log(job.name, log, f"  {finding.file}:{finding.line}: {finding.detector}")
         reason = None if evidence.result == "success" else evidence.summary
         return self._finish(job, started, evidence.result, reason, [], log, gate=evidence)
+
+    async def _action(
+        self, job: PlannedJob, states: Mapping[str, NeedState], started: float, log: _JobLog
+    ) -> JobResult:
+        if self.actions is None:
+            reason = f"a {job.spec.kind} job needs a Conveyor project: run it with `conveyor run`"
+            return self._finish(job, started, "failure", reason, [], log)
+        loop = asyncio.get_running_loop()
+
+        def say(line: str) -> None:
+            loop.call_soon_threadsafe(self._log, job.name, log, line)
+
+        finished = [self.results[j.name] for j in self.plan.jobs if j.name in self.results]
+        cancelled = threading.Event()
+        try:
+            if job.spec.build is not None:
+                outcome = await asyncio.to_thread(self.actions.build, job, finished, say)
+            else:
+                artifact = self._artifact(job, states)
+                outcome = await asyncio.to_thread(
+                    self.actions.deploy, job, artifact, finished, say, cancelled
+                )
+        except asyncio.CancelledError:
+            cancelled.set()
+            return self._finish(job, started, "cancelled", "stopped by fail-fast", [], log)
+        except (ExpressionError, PipelineError) as error:
+            return self._finish(job, started, "failure", error.message, [], log)
+        await asyncio.sleep(0)  # let the lines the thread scheduled reach the log first
+        return self._finish(
+            job, started, outcome.result, outcome.reason, [], log, outputs=dict(outcome.outputs)
+        )
+
+    def _artifact(self, job: PlannedJob, states: Mapping[str, NeedState]) -> str:
+        """The digest a deploy job releases: its ``artifact:`` template, or its build's."""
+        deploy = job.spec.deploy
+        assert deploy is not None
+        if deploy.artifact is not None:
+            names = condition_names(job, self.plan, self.context, states)
+            artifact = render(deploy.artifact, names).strip()
+            if not artifact:
+                raise PipelineError(f"job '{job.name}': artifact: rendered empty")
+            return artifact
+        assert job.build_job is not None
+        digest = states[job.build_job].outputs.get("digest", "")
+        if not digest:
+            raise PipelineError(f"job '{job.name}': build job '{job.build_job}' gave no digest")
+        return digest
 
     def _finish(
         self,

@@ -26,6 +26,14 @@ def _check(spec: PipelineSpec, name: str, option: str) -> None:
 
 def only_job(spec: PipelineSpec, name: str) -> PipelineSpec:
     _check(spec, name, "--job")
+    deploy = spec.jobs[name].deploy
+    if deploy is not None and deploy.artifact is None:
+        raise PipelineError(
+            f"--job {name}: a deploy job run alone cannot see the digest its build produced",
+            hint=f"run `conveyor run --until {name}` (builds, then deploys), or set "
+            f'jobs.{name}.deploy.artifact to "{{{{ vars.artifact }}}}" and pass '
+            "--var artifact=sha256:…",
+        )
     job = spec.jobs[name].model_copy(update={"needs": []})
     return spec.model_copy(update={"jobs": {name: job}})
 
