@@ -94,6 +94,14 @@ class Conflict(ConveyorError):
     http_status = 409
 
 
+class AlreadyDeployed(Conflict):
+    """The environment already runs exactly this artifact with this config: nothing to do.
+
+    A conflict for a person typing `conveyor deploy` (they probably meant something else), but
+    a pipeline re-run on unchanged code treats it as the desired state reached.
+    """
+
+
 class Refused(ConveyorError):
     exit_code = 5
     http_status = 403

@@ -17,6 +17,7 @@ _BY_NAME: dict[str, type[errors.ConveyorError]] = {
     for cls in (
         errors.NotFound,
         errors.Conflict,
+        errors.AlreadyDeployed,
         errors.Refused,
         errors.BuildFailed,
         errors.ServerUnavailable,

@@ -30,7 +30,7 @@ from conveyor.artifacts.build import build_service
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.cli.client import ApiClient, actor
 from conveyor.config.loader import LoadedProject
-from conveyor.errors import ConveyorError
+from conveyor.errors import AlreadyDeployed, ConveyorError
 from conveyor.pipeline.plan import PlannedJob, RunContext
 from conveyor.pipeline.runner import ActionOutcome, JobResult, RunResult
 from conveyor.store.engine import default_url
@@ -198,6 +198,10 @@ class ProjectActions:
                 final = _follow(client, release, log, cancelled, deploy.timeout)
             finally:
                 client.close()
+        except AlreadyDeployed as done:
+            # A re-run on unchanged code: the environment is already where this job wants it.
+            log(f"conveyor: {done.message}; nothing to deploy")
+            return ActionOutcome("success", outputs={"phase": "unchanged", "digest": artifact})
         except ConveyorError as error:
             return _failed(error, log)
         outputs = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from conveyor.errors import Conflict, Refused
+from conveyor.errors import AlreadyDeployed, Conflict, Refused
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def admit(
             "before shipping something new",
         )
     if stable.template == candidate.template and stable.instances == candidate.instances:
-        raise Conflict(
+        raise AlreadyDeployed(
             f"r{stable.revision} already runs this artifact with this config in {candidate.env}",
             hint="nothing to deploy; change the code (`--build`) or the config (`--set KEY=VALUE`)",
         )

@@ -174,7 +174,7 @@ class JobSpec(_Strict):
             raise ValueError(f"a {self.kind} job has no matrix: it builds or deploys once")
         if self.gate is None and (self.paths or self.allow):
             raise ValueError(
-                "'paths' and 'allow' belong to a 'gate:' job (secret-scan, migration-safety, plugins)"
+                "'paths' and 'allow' belong to a 'gate:' job (e.g. secret-scan)"
             )
         return self
 
