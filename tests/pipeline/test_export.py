@@ -47,3 +47,21 @@ def test_until_keeps_ancestors_only_and_job_drops_needs() -> None:
     assert list(alone.jobs) == ["build"] and alone.jobs["build"].needs == []
     with pytest.raises(PipelineError, match="no such job"):
         until_job(SPEC, "deploy")
+
+
+def test_a_deploy_job_runs_until_itself_in_ci_because_the_artifact_is_local() -> None:
+    spec = PipelineSpec.model_validate(
+        {
+            "jobs": {
+                "package": {"build": "catalog"},
+                "staging": {"needs": ["package"], "deploy": {"env": "staging"}},
+                "pinned": {"deploy": {"env": "dev", "service": "catalog", "artifact": "x"}},
+            }
+        }
+    )
+    github = YAML(typ="safe").load(export(spec, "github-actions"))
+    assert github["jobs"]["package"]["steps"][-1]["run"] == "conveyor run --job package"
+    assert github["jobs"]["staging"]["steps"][-1]["run"] == "conveyor run --until staging"
+    assert github["jobs"]["pinned"]["steps"][-1]["run"] == "conveyor run --job pinned"
+    gitlab = YAML(typ="safe").load(export(spec, "gitlab-ci"))
+    assert gitlab["staging"]["script"][-1] == "conveyor run --until staging"

@@ -33,9 +33,15 @@ def _base(need: str) -> str:
     return need.split("[", 1)[0]
 
 
-def _command(job: str, directory: str) -> str:
+def _command(job: str, directory: str, spec: PipelineSpec) -> str:
+    """``run --job``; a deploy job runs ``--until`` itself, because the digest it releases
+    lives in the artifact store of the machine that built it. Builds are reproducible, so the
+    CI job rebuilds the same bytes (its tests are cache hits) and environments that already
+    run them are left as they are."""
     where = "" if directory in ("", ".") else f"-C {directory} "
-    return f"conveyor {where}run --job {job}"
+    deploy = spec.jobs[job].deploy
+    mode = "--until" if deploy is not None and deploy.artifact is None else "--job"
+    return f"conveyor {where}run {mode} {job}"
 
 
 def github_actions(
@@ -58,7 +64,7 @@ def github_actions(
             {"uses": "actions/checkout@v4", "with": {"fetch-depth": 0}},
             {"uses": "actions/setup-python@v5", "with": {"python-version": python}},
             {"run": install},
-            {"run": _command(name, directory)},
+            {"run": _command(name, directory, spec)},
         ]
         jobs[github_id(name)] = entry
     return {"name": "conveyor", "on": {"push": {}, "pull_request": {}}, "jobs": jobs}
@@ -74,7 +80,7 @@ def gitlab_ci(
         document[name] = {
             "image": f"python:{python}",
             "needs": list(dict.fromkeys(_base(need) for need in job.needs)),
-            "script": [install, _command(name, directory)],
+            "script": [install, _command(name, directory, spec)],
         }
     return document
 
