@@ -31,7 +31,7 @@ from rich.table import Table
 
 from conveyor.cli import render
 from conveyor.cli.pipeline_actions import ProjectActions
-from conveyor.config.loader import load_project
+from conveyor.config.loader import LoadedProject, load_project
 from conveyor.errors import ConveyorError
 from conveyor.pipeline.export import DEFAULT_INSTALL, FORMATS, export
 from conveyor.pipeline.model import PipelineSpec
@@ -365,14 +365,25 @@ def _print_evidence(summary: Mapping[str, Any]) -> None:
 
 
 @click.command("evidence")
-@click.argument("run_id", default="latest")
+@click.argument("reference", default="latest")
 @click.option("--json", "as_json", is_flag=True, help="Print the evidence as JSON.")
 @click.pass_obj
 @_handled
-def evidence_command(ctx: Context, run_id: str, as_json: bool) -> None:
-    """Show what a pipeline run checked and the results (RUN_ID: a record name or 'latest')."""
-    root = ctx.project().root
-    path = find_run(root, run_id)
+def evidence_command(ctx: Context, reference: str, as_json: bool) -> None:
+    """Show what was checked and the results, of a pipeline run or of a release.
+
+    REFERENCE: a run record's name or 'latest' (the default); or a release: its id,
+    SERVICE/ENV (the newest there), SERVICE/ENV@N, SERVICE/ENV@rN or 'SERVICE/ENV rN'.
+    """
+    project = ctx.project()
+    path = _run_record(project.root, reference)
+    if path is None:
+        evidence = _release_evidence(project, reference)
+        if as_json:
+            render.emit_json(evidence)
+        else:
+            _print_release_evidence(evidence)
+        return
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -384,6 +395,145 @@ def evidence_command(ctx: Context, run_id: str, as_json: bool) -> None:
         render.emit_json(summary)
     else:
         _print_evidence(summary)
+
+
+def _run_record(root: Path, reference: str) -> Path | None:
+    """The run record ``reference`` names, if it names one; 'latest' with no runs raises."""
+    if reference == "latest":
+        return find_run(root, reference)
+    if "/" in reference or not reference.strip():
+        return None  # run names never hold a slash; SERVICE/ENV is a release
+    try:
+        return find_run(root, reference)
+    except ConveyorError:
+        return None
+
+
+def _release_evidence(project: LoadedProject, reference: str) -> dict[str, Any]:
+    # Imported here: the store pulls in SQLAlchemy, which run and export never need.
+    from conveyor.artifacts.store import ArtifactStore
+    from conveyor.controller.evidence import (
+        REFERENCE_FORMS,
+        find_release,
+        parse_release_reference,
+        release_evidence,
+    )
+    from conveyor.store.engine import default_url
+    from conveyor.store.repository import Store
+
+    if parse_release_reference(reference) is None:
+        try:
+            find_run(project.root, reference)
+        except ConveyorError as missing:
+            raise ConveyorError(
+                f"{missing.message}; '{reference}' is not a release either",
+                hint=f"{missing.hint}; or name a release as {REFERENCE_FORMS}",
+            ) from None
+    store = Store.open(os.environ.get("CONVEYOR_DATABASE_URL") or default_url(project.root))
+    try:
+        release = find_release(store, reference)
+        return release_evidence(project, store, ArtifactStore(project.root), release)
+    finally:
+        store.close()
+
+
+def _when(at: object) -> str:
+    if not isinstance(at, int | float):
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+def _verdict(ok: bool, good: str, problem: str | None) -> str:
+    return f"[green]{good}[/]" if ok else f"[red]FAILED[/] {escape(problem or '')}"
+
+
+def _print_release_evidence(evidence: Mapping[str, Any]) -> None:
+    out = render.console.print
+    release, artifact = evidence["release"], evidence["artifact"]
+    message = release["message"] if release["message"] != release["phase"] else None
+    out(
+        f"[bold]release {escape(release['name'])}[/] (#{release['id']}): "
+        f"{render.phase(release['phase'])} [dim]{escape(str(message or ''))}[/]"
+    )
+    out(
+        f"  {escape(str(release['reason']))} by {escape(release['actor'])} at "
+        f"{_when(release['created_at'])}, config {escape(release['config_version'])}"
+    )
+    tree = {True: "dirty", False: "clean", None: "unknown tree"}[artifact["dirty"]]
+    out(f"\n[bold]artifact[/] {escape(artifact['digest'])}")
+    out(
+        f"  commit {escape(artifact['commit'] or 'unknown')} "
+        f"on branch {escape(artifact['branch'] or 'unknown')} "
+        f"({tree}), built with `{escape(artifact['build_command'])}` "
+        f"at {_when(artifact['created_at'])}"
+    )
+    integrity = evidence["integrity"]
+    out("  bytes: " + _verdict(integrity["bytes_ok"], "intact", integrity["bytes_problem"]))
+    signed = f"verified, signed by {integrity['signed_by']}"
+    out(
+        "  signature: "
+        + _verdict(integrity["signature_ok"], escape(signed), integrity["signature_problem"])
+    )
+    provenance = evidence["provenance"]
+    if provenance is not None:
+        run = provenance["pipeline_run"]
+        out(
+            f"\n[bold]provenance[/] built by {escape(str(provenance['builder']))} "
+            f"{escape(str(provenance['builder_version']))} from commit "
+            f"{escape(str(provenance['commit'] or 'unknown'))}"
+            + (f", in pipeline run {escape(str(run))}" if run else ", outside a pipeline run")
+        )
+    _print_checks(evidence)
+    requirements = evidence["requirements"]
+    out("\n[bold]requirements[/] (evaluated now, not at deploy time)")
+    if requirements["problem"]:
+        out(f"  [yellow]cannot evaluate[/]: {escape(requirements['problem'])}")
+    elif not any(requirements["declared"].values()):
+        out("  none declared")
+    elif not requirements["unmet"]:
+        out("  [green]all met[/]")
+    for unmet in requirements["unmet"]:
+        out(f"  [red]unmet[/]: {escape(unmet)}")
+    out("\n[bold]rollout events[/]")
+    for event in evidence["events"]:
+        out(f"  #{event['seq']} " + render.event_line(event))
+
+
+def _print_checks(evidence: Mapping[str, Any]) -> None:
+    attestations = evidence["attestations"]
+    render.console.print("\n[bold]checks[/] (signed pipeline-run attestations)")
+    if attestations["problem"]:
+        render.console.print(f"  [red]cannot verify[/]: {escape(attestations['problem'])}")
+    if not attestations["runs"]:
+        render.console.print("  no attested pipeline run")
+    else:
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("run", "branch", "recorded", "job", "result", "evidence"):
+            table.add_column(column)
+        for run in attestations["runs"]:
+            for job in run["jobs"]:
+                note = job["summary"] or job["reason"] or ""
+                if job["gate"]:
+                    note = f"gate {job['gate']}: {note}"
+                state = STATE_STYLE.get(str(job["result"]), "white")
+                table.add_row(
+                    escape(str(run["run"])),
+                    escape(str(run["branch"])),
+                    _when(run["recorded"]),
+                    escape(str(job["name"])),
+                    f"[{state}]{escape(str(job['result']))}[/]",
+                    escape(note),
+                )
+        render.console.print(table)
+    if attestations["rejected"]:
+        render.console.print(
+            f"  [yellow]{attestations['rejected']} attestation line(s) failed verification "
+            "and were ignored[/]"
+        )
+    gates = evidence["gates"]
+    if gates:
+        merged = ", ".join(f"{name} {result}" for name, result in sorted(gates.items()))
+        render.console.print(f"  gate results (newest run wins): {escape(merged)}")
 
 
 @click.command("export")
