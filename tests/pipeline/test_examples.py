@@ -79,3 +79,26 @@ def test_search_overrides_only_what_it_names(fleet: Path) -> None:
     assert {k: v for k, v in search.jobs.items() if k != "index"} == billing.jobs
     result = run_pipeline(search, fleet / "search", context=SMALL)
     assert result.job("index").log.startswith("index built for sha256:")
+
+
+def test_the_shop_pipeline_builds_each_service_once_and_deploys_it_in_order() -> None:
+    from conveyor.config.loader import load_project
+    from conveyor.pipeline.plan import build_plan
+
+    config = EXAMPLES.parent / "shop" / "conveyor.yaml"
+    project = load_project(config)
+    spec = load_pipeline(config)
+    assert spec is not None
+    plan = build_plan(spec)
+    deploys = [job for job in plan.jobs if job.spec.deploy is not None]
+    for job in deploys:
+        assert job.service in project.config.services
+        assert job.build_job == f"build-{job.service}"
+        assert job.spec.deploy is not None
+        assert job.spec.deploy.env in project.config.environments
+    assert [(j.service, j.spec.deploy.env) for j in deploys if j.spec.deploy] == [
+        ("pricing", "dev"),
+        ("catalog", "dev"),
+        ("pricing", "staging"),
+        ("catalog", "staging"),
+    ]

@@ -173,9 +173,7 @@ class JobSpec(_Strict):
         if self.kind in ("build", "deploy") and self.matrix:
             raise ValueError(f"a {self.kind} job has no matrix: it builds or deploys once")
         if self.gate is None and (self.paths or self.allow):
-            raise ValueError(
-                "'paths' and 'allow' belong to a 'gate:' job (e.g. secret-scan)"
-            )
+            raise ValueError("'paths' and 'allow' belong to a 'gate:' job (e.g. secret-scan)")
         return self
 
     @property
