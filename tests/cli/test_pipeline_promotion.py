@@ -37,7 +37,11 @@ PIPELINE = """
 pipeline:
   jobs:
     test:
-      run: "python3 -m py_compile services/catalog/app/server.py"
+      run: >-
+        python3 -m py_compile services/catalog/app/server.py &&
+        echo '<testsuite name="t"><testcase name="a"/><testcase name="b"/>
+        <testcase name="c"><skipped/></testcase></testsuite>' > junit.xml
+      reports: {junit: [junit.xml]}
     secrets:
       gate: secret-scan
       paths: [services/]
@@ -85,7 +89,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         requires={"production": REQUIRES},
     )
     config.write_text(config.read_text() + PIPELINE)
-    (root / ".gitignore").write_text(".conveyor/\n__pycache__/\n")
+    (root / ".gitignore").write_text(".conveyor/\n__pycache__/\njunit.xml\n")
     init_repo(root)
     commit_all(root, "v1")
     story = Story(root)
@@ -93,6 +97,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
         up = story.run("up", "up", "--json")
         if up.code == 0:
             story.run("first", "run", "--json")
+            story.run("evidence", "evidence", "catalog/production", "--json")
             story.run("again", "run", "--json")
             config.write_text(config.read_text().replace("secrets]}", "secrets, audit]}"))
             commit_all(root, "production also requires the audit")
@@ -169,3 +174,15 @@ def test_every_run_and_attestation_is_on_the_ledger(story: Story) -> None:
     # The attestation before production's deploy already carries staging's success.
     before_production = [a for a in attested if "staging" in a["passed"]]
     assert before_production, attested
+
+
+def test_the_release_evidence_shows_the_signed_checks_behind_it(story: Story) -> None:
+    evidence = story["evidence"]
+    assert evidence.code == 0, evidence
+    report = evidence.json()
+    assert report["gates"]["test"] == "success" and report["gates"]["secrets"] == "success"
+    assert report["requirements"]["unmet"] == []
+    jobs = {job["name"]: job for job in report["attestations"]["runs"][-1]["jobs"]}
+    assert jobs["test"]["summary"] == "junit 3 tests, 0 failures, 0 errors, 1 skipped"
+    assert jobs["secrets"]["gate"] == "secret-scan"
+    assert jobs["audit"]["result"] == "skipped"

@@ -42,17 +42,32 @@ POLL = 0.25
 
 
 def verdicts(results: Sequence[JobResult]) -> tuple[JobVerdict, ...]:
-    """What an attestation says of each job: result, reason and a gate's summary, no logs."""
+    """What an attestation says of each job: result, reason and what it checked, no logs."""
     return tuple(
         JobVerdict(
             job.name,
             job.result,
             job.reason,
             job.gate.gate if job.gate is not None else None,
-            job.gate.summary if job.gate is not None else None,
+            job.gate.summary if job.gate is not None else _reports_summary(job),
         )
         for job in results
     )
+
+
+def _reports_summary(job: JobResult) -> str | None:
+    """``junit 120 tests, 0 failures, 0 errors, 3 skipped; coverage 87.5%`` or None."""
+    parts: list[str] = []
+    if job.reports:
+        counts = (f"{sum(getattr(r, key) for r in job.reports)} {key}" for key in _JUNIT)
+        parts.append("junit " + ", ".join(counts))
+    percents = [c.percent for c in job.coverage if c.percent is not None]
+    if percents:
+        parts.append("coverage " + ", ".join(f"{p:g}%" for p in percents))
+    return "; ".join(parts) or None
+
+
+_JUNIT = ("tests", "failures", "errors", "skipped")
 
 
 @dataclass
