@@ -182,3 +182,37 @@ def test_without_a_project_build_and_deploy_jobs_fail_saying_so(tmp_path: Path) 
     result = run(tmp_path, {"package": {"build": "catalog"}}, None)
     assert result.job("package").result == "failure"
     assert "needs a Conveyor project" in (result.job("package").reason or "")
+
+
+class Waiting(Recorder):
+    """A deploy that follows its rollout until the run tells it to stop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = threading.Event()
+
+    def deploy(
+        self,
+        job: PlannedJob,
+        artifact: str,
+        finished: Sequence[JobResult],
+        log: Callable[[str], None],
+        cancelled: threading.Event,
+    ) -> ActionOutcome:
+        if cancelled.wait(30):
+            self.stopped.set()
+        return ActionOutcome("failure", "stopped following")
+
+
+def test_fail_fast_tells_a_deploy_in_progress_to_stop_following(tmp_path: Path) -> None:
+    actions = Waiting()
+    jobs = {
+        "package": {"build": "catalog"},
+        "staging": {"needs": ["package"], "deploy": {"env": "staging"}},
+        "slow-check": {"needs": ["package"], "run": "sleep 0.5; exit 3"},
+    }
+    result = run(tmp_path, jobs, actions)
+    assert actions.stopped.is_set()
+    assert result.job("slow-check").result == "failure"
+    assert result.job("staging").result == "cancelled"
+    assert result.job("staging").reason == "stopped by fail-fast"
