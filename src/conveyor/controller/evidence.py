@@ -27,6 +27,7 @@ from conveyor.artifacts.attestations import Attested, verified_runs
 from conveyor.artifacts.signing import Verified, verify_signed
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.config.loader import LoadedProject
+from conveyor.controller.promotion import artifact_facts, requirements_of
 from conveyor.core.admission import ArtifactFacts, Requirements, unmet_requirements
 from conveyor.errors import ConveyorError, NotFound
 from conveyor.store.records import ArtifactRecord, EventRecord, ReleaseRecord
@@ -39,7 +40,6 @@ REFERENCE_FORMS = (
 _REFERENCE = re.compile(
     r"(?P<service>[^/\s@]+)/(?P<env>[^/\s@]+)(?:(?:@r?|\s+r)(?P<revision>[0-9]+))?"
 )
-_HISTORY = 200  # releases per environment scanned for "succeeded in" (as deploy does)
 
 
 @dataclass(frozen=True)
@@ -157,26 +157,11 @@ def requirements_now(
     """The release environment's ``requires:`` checked against today's facts (as deploy does)."""
     now = time.time()
     try:
-        declared = project.config.environment(release.env).requires
+        project.config.environment(release.env)
     except ConveyorError as exc:  # the environment left the config since
         return RequirementsNow(None, None, (), now, exc.message)
-    requirements = Requirements(
-        release.env,
-        tuple(declared.environments),
-        tuple(declared.branches),
-        tuple(declared.gates),
-    )
-    succeeded_in = frozenset(
-        other
-        for other in requirements.environments
-        if any(
-            r.artifact_digest == artifact.digest and r.phase == "succeeded"
-            for r in store.releases(release.service, other, limit=_HISTORY)
-        )
-    )
-    facts = ArtifactFacts(
-        artifact.digest, artifact.branch, artifact.dirty, succeeded_in, attested.gates()
-    )
+    requirements = requirements_of(project, release.env)
+    facts = artifact_facts(store, release.service, artifact, requirements, attested)
     return RequirementsNow(requirements, facts, unmet_requirements(requirements, facts), now)
 
 

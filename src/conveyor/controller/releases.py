@@ -19,8 +19,8 @@ from conveyor.artifacts.signing import verify_signed
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.config.loader import LoadedProject
 from conveyor.controller import specs
+from conveyor.controller.promotion import artifact_facts, requirements_of
 from conveyor.core.admission import (
-    ArtifactFacts,
     Candidate,
     Current,
     Requirements,
@@ -151,29 +151,15 @@ class Releases:
         self, project: LoadedProject, service: str, env: str, record: ArtifactRecord, *, actor: str
     ) -> None:
         """Refuse an artifact that lacks anything ``requires:`` demands, naming every gap."""
-        declared = project.config.environment(env).requires
-        requirements = Requirements(
-            env, tuple(declared.environments), tuple(declared.branches), tuple(declared.gates)
-        )
+        requirements = requirements_of(project, env)
         if requirements == Requirements(env):
             return
-        succeeded_in = frozenset(
-            other
-            for other in requirements.environments
-            if any(
-                r.artifact_digest == record.digest and r.phase == "succeeded"
-                for r in self.store.releases(service, other, limit=200)
-            )
-        )
-        # Gate results count only from signed pipeline-run attestations, never from a row.
         attested = verified_runs(self.artifacts, record.digest)
-        facts = ArtifactFacts(
-            record.digest, record.branch, record.dirty, succeeded_in, attested.gates()
-        )
+        facts = artifact_facts(self.store, service, record, requirements, attested)
         unmet = unmet_requirements(requirements, facts)
         if not unmet:
             return
-        missing = [e for e in requirements.environments if e not in succeeded_in]
+        missing = [e for e in requirements.environments if e not in facts.succeeded_in]
         hint = (
             f"deploy it to {missing[0]} first: conveyor deploy {service} --env {missing[0]} "
             f"--artifact {record.digest}"
