@@ -186,3 +186,9 @@ def test_the_release_evidence_shows_the_signed_checks_behind_it(story: Story) ->
     assert jobs["test"]["summary"] == "junit 3 tests, 0 failures, 0 errors, 1 skipped"
     assert jobs["secrets"]["gate"] == "secret-scan"
     assert jobs["audit"]["result"] == "skipped"
+    # The build's own signed provenance names the run and what had passed before it.
+    first = story["first"].json()
+    provenance = report["provenance"]
+    assert provenance["pipeline_run"] == first["id"]
+    assert {"test": "success", "secrets": "success"}.items() <= provenance["pipeline_jobs"].items()
+    assert report["integrity"]["bytes_ok"] and report["integrity"]["signature_ok"]

@@ -259,7 +259,7 @@ def run_command(
     extra = {"id": run_id, "artifacts": actions.built, "problems": actions.problems}
     record = store_run(root, result, context, run_id, extra)
     if as_json:
-        render.emit_json(result.to_dict())
+        render.emit_json({"id": run_id, **result.to_dict()})
     else:
         view.done = {job.name: job for job in result.jobs}
         if not live:
