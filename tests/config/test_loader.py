@@ -74,14 +74,14 @@ BROKEN: list[tuple[str, int | None, str, str, str]] = [
         6,
         "services.catalog.instances",
         "expected a whole number, got 'many'",
-        "",
+        "use a whole number of at least 1, e.g. instances: 1",
     ),
     (
         "project: shop\n" + SERVICE + "    instances: true\n" + ENVS,
         6,
         "services.catalog.instances",
         "expected a whole number, got true",
-        "",
+        "use a whole number of at least 1, e.g. instances: 1",
     ),
     (
         "project: shop\n" + SERVICE + "    health: /health\n" + ENVS,
@@ -110,7 +110,40 @@ BROKEN: list[tuple[str, int | None, str, str, str]] = [
         6,
         "services.catalog.instances",
         "must be at least 1, got 0",
-        "",
+        "use a whole number of at least 1, e.g. instances: 1",
+    ),
+    # bounds: the hint gives the field's whole range (not just the broken end) and an example
+    (
+        "project: shop\n" + SERVICE + "environments:\n  dev:\n    services:\n"
+        "      catalog: {port: 70000}\n",
+        9,
+        "environments.dev.services.catalog.port",
+        "must be at most 65535, got 70000",
+        "use a whole number from 1 to 65535, e.g. port: 18080",
+    ),
+    (
+        "project: shop\n" + SERVICE + "environments:\n  dev:\n    services:\n"
+        "      catalog: {port: true}\n",
+        9,
+        "environments.dev.services.catalog.port",
+        "expected a whole number, got true",
+        "use a whole number from 1 to 65535",
+    ),
+    (
+        "project: shop\n" + SERVICE + "environments:\n  dev:\n"
+        "    strategy: {canary: {steps: [{set_weight: 150}]}}\n",
+        8,
+        "environments.dev.strategy.canary.steps[0].set_weight",
+        "must be at most 100, got 150",
+        "use a whole number from 0 to 100, e.g. set_weight: 20",
+    ),
+    (
+        "project: shop\n" + SERVICE + ENVS + "analysis:\n  t:\n    metrics:\n"
+        "      - {name: m, query: compare_latency, compare: {beta: 0.5}}\n",
+        11,
+        "analysis.t.metrics[0].compare.beta",
+        "must be less than 0.5, got 0.5",
+        "use a number of more than 0 and less than 0.5",
     ),
     # durations and percentages
     (

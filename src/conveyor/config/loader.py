@@ -15,15 +15,16 @@ the model classes are walked along the same location to name the allowed fields.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import types
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeGuard, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedSeq, TaggedScalar
@@ -370,7 +371,7 @@ def _wording(error: ErrorDetails, loc: DataPath) -> tuple[str, str | None]:
     owner = _owner(loc)
     if kind == ERROR_TYPE:
         hint = ctx.get(HINT_KEY)
-        return error["msg"], str(hint) if hint is not None else None
+        return error["msg"], str(hint) if hint is not None else _number_hint(owner, name, ctx)
     if kind == "extra_forbidden":
         allowed = _fields(owner)
         return f"unknown field '{name}'", _unknown_field_hint(name, allowed)
@@ -384,10 +385,10 @@ def _wording(error: ErrorDetails, loc: DataPath) -> tuple[str, str | None]:
         fields = _fields(_model(loc))
         if fields and kind in ("model_type", "model_attributes_type", "dict_type"):
             hint = f"indent its fields under the key; it takes: {', '.join(fields)}"
-        return f"{_TYPE_WORDS[kind]}, got {describe(value)}", hint
+        return f"{_TYPE_WORDS[kind]}, got {describe(value)}", hint or _number_hint(owner, name, ctx)
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
-        return f"{words} {ctx.get(key)}, got {describe(value)}", None
+        return f"{words} {ctx.get(key)}, got {describe(value)}", _number_hint(owner, name, ctx)
     if kind == "too_short":
         about = _description(owner, name)
         return "must not be empty", "add at least one entry" + (f" ({about})" if about else "")
@@ -399,6 +400,89 @@ def _wording(error: ErrorDetails, loc: DataPath) -> tuple[str, str | None]:
         tag = str(ctx.get("tag", ""))
         return f"unknown kind {describe(tag)}", choose_hint(tag, tags, "kinds")
     return str(error["msg"]), None
+
+
+def _number_hint(model: type[BaseModel] | None, name: str, ctx: Mapping[str, Any]) -> str | None:
+    """``use a whole number from 1 to 65535, e.g. port: 18080``, for a numeric field.
+
+    The range comes from the field's declared constraints rather than from the error, which
+    names only the bound that was broken: a user fixing ``port: 70000`` should learn both
+    ends. The error's own bound is kept for locations the model walk cannot follow. The
+    example is the field's first ``examples`` entry, else its default, else its lowest
+    allowed whole number. None for fields that are not numbers.
+    """
+    field = model.model_fields.get(name) if model is not None else None
+    bounds: dict[str, float] = {}
+    types_seen: set[type] = set()
+    if field is not None:
+        _collect_numeric(field.annotation, field.metadata, bounds, types_seen)
+    for key in _RANGE_WORDS:
+        if _is_number(ctx.get(key)):
+            bounds.setdefault(key, ctx[key])
+    if not types_seen and not bounds:
+        return None
+    whole = int in types_seen and float not in types_seen
+    text = f"use {'a whole number' if whole else 'a number'}{_range_words(bounds)}"
+    candidates = [*(field.examples or []), field.default] if field is not None else []
+    if whole:
+        lowest = bounds["ge"] if "ge" in bounds else bounds.get("gt", -1) + 1
+        candidates.append(math.ceil(lowest))
+    example = next((c for c in candidates if _is_number(c) and _allows(bounds, c)), None)
+    return text + (f", e.g. {name}: {_number_text(example)}" if example is not None else "")
+
+
+_RANGE_WORDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+"""Read after "a number of": ``of at least 1``, ``of more than 0 and less than 0.5``."""
+
+
+def _collect_numeric(
+    annotation: Any, metadata: Sequence[Any], bounds: dict[str, float], types_seen: set[type]
+) -> None:
+    """Bounds (``ge``/``gt``/``le``/``lt``) and number types in an annotation and its metadata.
+
+    Constraints live either on the field (``Field(1, ge=1)``) or inside a reused
+    ``Annotated`` alias (``Port | None``), so both are searched; ``bool`` is not a number here.
+    """
+    pending, extra = [annotation], list(metadata)
+    while pending:
+        current = pending.pop()
+        origin = get_origin(current)
+        if origin is Annotated:
+            pending.append(get_args(current)[0])
+            extra.extend(get_args(current)[1:])
+        elif origin in (Union, types.UnionType):
+            pending.extend(get_args(current))
+        elif current in (int, float):
+            types_seen.add(current)
+    for item in extra:
+        for constraint in [item, *getattr(item, "metadata", [])]:
+            for key in _RANGE_WORDS:
+                if _is_number(value := getattr(constraint, key, None)):
+                    bounds.setdefault(key, value)
+
+
+def _range_words(bounds: Mapping[str, float]) -> str:
+    if "ge" in bounds and "le" in bounds:
+        return f" from {_number_text(bounds['ge'])} to {_number_text(bounds['le'])}"
+    words = [f"{_RANGE_WORDS[k]} {_number_text(bounds[k])}" for k in _RANGE_WORDS if k in bounds]
+    return " of " + " and ".join(words) if words else ""
+
+
+def _allows(bounds: Mapping[str, float], value: float) -> bool:
+    return (
+        value >= bounds.get("ge", -math.inf)
+        and value > bounds.get("gt", -math.inf)
+        and value <= bounds.get("le", math.inf)
+        and value < bounds.get("lt", math.inf)
+    )
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _unknown_field_hint(name: str, allowed: Sequence[str]) -> str:
@@ -456,6 +540,9 @@ def _step(annotation: Any, part: str | int) -> Any:
         for member in get_args(annotation):
             kind = getattr(member, "model_fields", {}).get("kind")
             if kind is not None and kind.default == part:
+                return member
+            tags = get_args(member)[1:] if get_origin(member) is Annotated else ()
+            if any(isinstance(tag, Tag) and tag.tag == part for tag in tags):
                 return member
     return None
 

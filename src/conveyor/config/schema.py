@@ -45,11 +45,14 @@ from conveyor.config.durations import (
     reject_bool,
     resolve_int_or_percent,
 )
+from conveyor.config.json_schema import embedded_schema, model_schema
 from conveyor.config.suggest import choose_hint, describe, invalid
 from conveyor.errors import NotFound
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+RELATIVE_PATH_PATTERN = r"^(?![/~])(?![\s\S]*(?:^|/)\.\.(?:/|$))[\s\S]*\S"
+"""What ``_relative_path`` accepts: not blank, no leading '/' or '~', no '..' segment."""
 
 
 def _slug(value: str) -> str:
@@ -129,7 +132,11 @@ EnvVar = Annotated[
     AfterValidator(_env_var),
     WithJsonSchema({"type": "string", "pattern": ENV_VAR_PATTERN}),
 ]
-RelativePath = Annotated[str, AfterValidator(_relative_path)]
+RelativePath = Annotated[
+    str,
+    AfterValidator(_relative_path),
+    WithJsonSchema({"type": "string", "pattern": RELATIVE_PATH_PATTERN}),
+]
 HttpPath = Annotated[
     str, AfterValidator(_http_path), WithJsonSchema({"type": "string", "pattern": "^/"})
 ]
@@ -308,7 +315,9 @@ class HeaderMatchConfig(_Model):
 
 
 class SetWeightStepConfig(_Model):
-    set_weight: int = Field(ge=0, le=100, description="Percent of users on the canary.")
+    set_weight: int = Field(
+        ge=0, le=100, description="Percent of users on the canary.", examples=[20]
+    )
 
 
 class PauseStepConfig(_Model):
@@ -417,30 +426,11 @@ def _strategy_form(value: object) -> object:
     return {**params, "kind": name}
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """Inline a model schema's `$defs` so it can be embedded anywhere (ours are not recursive)."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return walk(defs[ref.removeprefix("#/$defs/")])
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    result: dict[str, Any] = walk(schema)
-    return result
-
-
 def _strategy_json_schema() -> dict[str, Any]:
     params: dict[str, Any] = {}
     for name, model in STRATEGIES.items():
-        schema = _inline_refs(model.model_json_schema())
+        schema = embedded_schema(model)
         schema["properties"].pop("kind")
-        schema.pop("title", None)
         params[name] = {"anyOf": [schema, {"type": "null"}]}
     return {
         "description": "How a new version replaces the old one: a name (recreate, rolling, "
@@ -468,7 +458,9 @@ class EnvironmentServiceConfig(_Model):
         default_factory=dict, description="Config overlaid on the service's defaults."
     )
     port: Port | None = Field(
-        None, description="Pin the service's stable address to this port on 127.0.0.1."
+        None,
+        description="Pin the service's stable address to this port on 127.0.0.1.",
+        examples=[18080],
     )
 
 
@@ -503,8 +495,7 @@ class RequirementsConfig(_Model):
 
 
 def _requires_json_schema() -> dict[str, Any]:
-    schema = _inline_refs(RequirementsConfig.model_json_schema())
-    schema.pop("title", None)
+    schema = embedded_schema(RequirementsConfig)
     names = {"type": "array", "items": {"type": "string"}}
     return {"anyOf": [names, schema], "description": RequirementsConfig.__doc__ or ""}
 
@@ -542,17 +533,22 @@ class EnvironmentConfig(_Model):
 
     @model_validator(mode="after")
     def _router_can_route(self) -> EnvironmentConfig:
+        # HAProxy reads a header named in its configuration (traffic/haproxy/headers.py):
+        # the name must be writable there, and an empty value cannot be a map key.
         strategy = self.strategy
-        if (
-            self.router == "haproxy"
-            and isinstance(strategy, CanaryStrategy)
-            and any(isinstance(s, HeaderRouteStepConfig) for s in strategy.steps)
-        ):
-            raise invalid(
-                "set_header_route steps need the builtin router; the haproxy router "
-                "does not route by header yet",
-                "use router: builtin for this environment, or drop the header route step",
-            )
+        if self.router != "haproxy" or not isinstance(strategy, CanaryStrategy):
+            return self
+        for step in strategy.steps:
+            if not isinstance(step, HeaderRouteStepConfig):
+                continue
+            match = step.set_header_route
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", match.header) or not match.value:
+                raise invalid(
+                    f"the haproxy router cannot route by header {match.header!r} = "
+                    f"{match.value!r}: it needs a header name of letters, digits, '-', '_' "
+                    "or '.' and a non-empty value",
+                    "rename the header (X-Canary is the usual one), or use router: builtin",
+                )
         return self
 
 
@@ -800,7 +796,7 @@ def _env_text(value: str | int | float | bool) -> str:
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema for conveyor.yaml, for editors (e.g. yaml-language-server) and docs."""
-    schema = ProjectConfig.model_json_schema(mode="validation")
+    schema = model_schema(ProjectConfig)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         **schema,
