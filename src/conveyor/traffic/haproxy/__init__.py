@@ -3,7 +3,8 @@
 One HAProxy master (master-worker mode) per router; weight and server changes go through
 the runtime API without reloads; listeners change with graceful reloads. See ``router``
 for the public object, ``plan`` for how tables become server weights and runtime
-commands, ``stats`` for the counters and ``latency`` for per-request latencies.
+commands, ``headers`` for header routes, ``stats`` for the counters and ``latency`` for
+per-request latencies.
 """
 
 from conveyor.traffic.haproxy.config import Settings

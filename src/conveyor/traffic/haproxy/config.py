@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from conveyor.traffic.haproxy.plan import PARKED_ADDRESS, ProxyNames, Slots
+from conveyor.traffic.haproxy.headers import rule
+from conveyor.traffic.haproxy.plan import PARKED_ADDRESS, ProxyNames, Slot, Slots
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,20 @@ class Listen:
 
 @dataclass(frozen=True)
 class RouteConfig:
-    """One route as the configuration renders it."""
+    """One route as the configuration renders it.
+
+    ``headers`` are the header names the main frontend routes by, through ``header_map``
+    (see ``headers``); without any, the header backend is rendered but nothing uses it.
+    """
 
     names: ProxyNames
     listen: Listen
     preview_listen: Listen | None
     slots: Slots
     preview_slots: Slots
+    header_slots: Slots = field(default_factory=dict[str, Slot])
+    headers: tuple[str, ...] = ()
+    header_map: Path | None = None
 
 
 def _ms(seconds: float) -> str:
@@ -113,16 +121,28 @@ def render(
 
 def _route(route: RouteConfig) -> list[str]:
     names = route.names
-    lines = _frontend(names.frontend, route.listen, names.backend)
+    rules = (
+        [rule(names.header_backend, name, route.header_map) for name in route.headers]
+        if route.header_map is not None
+        else []
+    )
+    lines = _frontend(names.frontend, route.listen, names.backend, rules)
     if route.preview_listen is not None:
         lines += _frontend(names.preview_frontend, route.preview_listen, names.preview_backend)
     lines += _backend(names.backend, route.slots)
     lines += _backend(names.preview_backend, route.preview_slots)
+    lines += _backend(names.header_backend, route.header_slots)
     return lines
 
 
-def _frontend(name: str, listen: Listen, backend: str) -> list[str]:
-    return ["", f"frontend {name}", f"    bind {listen.address}", f"    default_backend {backend}"]
+def _frontend(name: str, listen: Listen, backend: str, rules: Sequence[str] = ()) -> list[str]:
+    return [
+        "",
+        f"frontend {name}",
+        f"    bind {listen.address}",
+        *rules,
+        f"    default_backend {backend}",
+    ]
 
 
 def _backend(name: str, slots: Slots) -> list[str]:

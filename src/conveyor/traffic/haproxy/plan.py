@@ -64,17 +64,20 @@ def safe_name(text: str) -> str:
 
 @dataclass(frozen=True)
 class ProxyNames:
-    """The HAProxy names of one route: two frontends, two backends."""
+    """The HAProxy names of one route: two frontends, three backends (see ``headers``)."""
 
     frontend: str
     backend: str
     preview_frontend: str
     preview_backend: str
+    header_backend: str
 
 
 def proxy_names(service: str, env: str) -> ProxyNames:
     base = f"{safe_name(service)}.{safe_name(env)}"
-    return ProxyNames(f"fe.{base}", f"be.{base}", f"fe.{base}.preview", f"be.{base}.preview")
+    return ProxyNames(
+        f"fe.{base}", f"be.{base}", f"fe.{base}.preview", f"be.{base}.preview", f"be.{base}.header"
+    )
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,10 @@ class Paths:
     def book(self) -> Path:
         return self.directory / "book.json"
 
+    def header_map(self, frontend: str) -> Path:
+        """The map a route's header rules read (see ``headers``)."""
+        return self.directory / "maps" / f"{frontend}.map"
+
     @property
     def pidfile(self) -> Path:
         return self.directory / "haproxy.pid"

@@ -13,6 +13,11 @@ makes HAProxy match it the cheapest safe way:
   connections at once, so a client that sends its next request at that very moment sees
   the connection close (RFC 9112 lets it retry; browsers do). Reloads are therefore kept
   to new listeners, and to healing after an error;
+* a header route (``RouteTable.header_route``) is a third backend holding the header
+  version's instances and a one-entry map the frontend's rule reads (see ``headers``):
+  setting, changing or removing it is runtime commands too. Only a header *name* the
+  route has never used needs a rule in the configuration, hence one reload, the first
+  time;
 * a background task finishes what a table change started: a removed instance's slot is
   drained, then parked in maintenance once HAProxy reports no session on it, and what the
   instance did is banked. If a command ever fails (the router's book and the worker
@@ -45,8 +50,18 @@ from conveyor.traffic.builtin.metrics import NO_VERSION, SeriesSnapshot, render_
 from conveyor.traffic.builtin.router import PREVIEW_VERSION
 from conveyor.traffic.haproxy import saved
 from conveyor.traffic.haproxy.config import Listen, RouteConfig, Settings, bound, render
+from conveyor.traffic.haproxy.headers import (
+    HeaderMatch,
+    fill,
+    header_match,
+    header_servers,
+    map_text,
+    prepare,
+    prepared_version,
+)
 from conveyor.traffic.haproxy.latency import LatencyBook, LogReceiver
 from conveyor.traffic.haproxy.plan import (
+    Command,
     ProxyNames,
     ServerSpec,
     Slot,
@@ -86,6 +101,9 @@ class _Route:
     preview_listen: Listen | None = None
     servers: tuple[ServerSpec, ...] = ()
     preview_servers: tuple[ServerSpec, ...] = ()
+    header_servers: tuple[ServerSpec, ...] = ()
+    header: HeaderMatch | None = None  # what the header map should hold
+    header_names: tuple[str, ...] = ()  # every header name routed by so far: rules to render
     applied: bool = False  # a table has arrived
 
     @property
@@ -96,7 +114,18 @@ class _Route:
         return (
             (self.names.backend, self.servers),
             (self.names.preview_backend, self.preview_servers),
+            (self.names.header_backend, self.header_servers),
         )
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """A configuration, and what a worker started from it has: slots, rules, map entries."""
+
+    text: str
+    slots: dict[str, dict[str, Slot]]
+    rules: dict[str, tuple[str, ...]]  # route label -> header names with a rule
+    maps: dict[str, HeaderMatch | None]  # route label -> map file content
 
 
 class HAProxyRouter:
@@ -133,6 +162,8 @@ class HAProxyRouter:
         self._routes: dict[tuple[str, str], _Route] = {}
         self._backends: dict[str, str] = {}  # backend -> route label
         self._served: dict[str, tuple[Listen | None, Listen | None]] = {}  # in the config
+        self._rules: dict[str, tuple[str, ...]] = {}  # header rules in the worker's config
+        self._maps: dict[str, HeaderMatch | None] = {}  # the worker's header maps, if known
         self._inherited: frozenset[Listen] = frozenset()  # an adopted HAProxy's listeners
         self._awaiting: set[str] = set()  # adopted routes served, waiting for their tables
         self._adopted_at: float | None = None
@@ -201,6 +232,10 @@ class HAProxyRouter:
         route.servers = server_weights(table.pools)
         version = table.preview_version or PREVIEW_VERSION
         route.preview_servers = preview_servers(version, table.preview)
+        route.header_servers = header_servers(table.pools, table.header_route)
+        route.header = header_match(table.header_route, route.header_servers)
+        if route.header is not None and route.header.name not in route.header_names:
+            route.header_names += (route.header.name,)
         route.applied = True
         if route.label in self._awaiting:
             self._adopted_tables()
@@ -212,7 +247,7 @@ class HAProxyRouter:
         route = self._routes.get((service, env))
         if route is None:
             return 0
-        backends = (route.names.backend, route.names.preview_backend)
+        backends = {backend for backend, _ in route.backends()}
         return sum(
             sessions
             for worker in self._refreshed()
@@ -310,7 +345,7 @@ class HAProxyRouter:
         route = self._routes.get((service, env))
         if route is None:
             route = _Route(service, env, proxy_names(service, env))
-            for backend in (route.names.backend, route.names.preview_backend):
+            for backend, _ in route.backends():
                 self._backends[backend] = route.label
             self._routes[(service, env)] = route
         return route
@@ -335,10 +370,12 @@ class HAProxyRouter:
             _check_free(route.label, wanted)
         return wanted
 
-    def _config(self) -> tuple[str, dict[str, dict[str, Slot]]]:
-        """The configuration text, and the slots it gives each backend."""
+    def _config(self) -> _Rendered:
+        """The configuration of the desired state, with its header maps written to disk."""
         previous = self._current.slots if self._current is not None else {}
         slots: dict[str, dict[str, Slot]] = {}
+        rules: dict[str, tuple[str, ...]] = {}
+        maps: dict[str, HeaderMatch | None] = {}
         routes: list[RouteConfig] = []
         for route in self._routes.values():
             if route.listen is None:
@@ -346,6 +383,11 @@ class HAProxyRouter:
             for backend, specs in route.backends():
                 slots[backend] = layout(specs, previous.get(backend))
             names = route.names
+            header_map = self._paths.header_map(names.frontend)
+            rules[route.label] = route.header_names
+            if route.header_names:
+                maps[route.label] = route.header
+                _write(header_map, map_text(route.header))
             routes.append(
                 RouteConfig(
                     names,
@@ -353,10 +395,14 @@ class HAProxyRouter:
                     route.preview_listen,
                     slots[names.backend],
                     slots[names.preview_backend],
+                    slots[names.header_backend],
+                    route.header_names,
+                    header_map,
                 )
             )
         log_socket = self._paths.log_socket if self._receiver is not None else None
-        return render(self._settings, self._paths.stats_socket, routes, log_socket), slots
+        text = render(self._settings, self._paths.stats_socket, routes, log_socket)
+        return _Rendered(text, slots, rules, maps)
 
     def _resolve(self, pid: int, backend: str, server: str) -> tuple[str, str] | None:
         label = self._backends.get(backend)
@@ -373,26 +419,27 @@ class HAProxyRouter:
     # -- HAProxy -------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        text, slots = self._config()
-        await self._master.start(text)
-        self._configured(slots)
+        rendered = self._config()
+        await self._master.start(rendered.text)
+        self._configured(rendered)
 
     async def _reload(self) -> None:
         self._refreshed()
-        text, slots = self._config()
+        rendered = self._config()
         self._reloading = True
         try:
-            old = await self._master.reload(text)
+            old = await self._master.reload(rendered.text)
         finally:
             self._reloading = False
         if self._current is not None and self._current.pid == old:
             self._retired.append(self._current)
-        self._configured(slots)
+        self._configured(rendered)
 
-    def _configured(self, slots: dict[str, dict[str, Slot]]) -> None:
-        """A new worker runs ``slots``; then whatever ``apply()`` asked for meanwhile."""
+    def _configured(self, rendered: _Rendered) -> None:
+        """A new worker runs ``rendered``; then whatever ``apply()`` asked for meanwhile."""
         assert self._master.worker is not None
-        self._current = WorkerBook(self._master.worker, slots)
+        self._current = WorkerBook(self._master.worker, rendered.slots)
+        self._rules, self._maps = rendered.rules, rendered.maps
         self._served = {
             r.label: (r.listen, r.preview_listen)
             for r in self._routes.values()
@@ -412,7 +459,14 @@ class HAProxyRouter:
         if current is None:
             return
         routes = tuple(
-            saved.SavedRoute(r.service, r.env, r.listen, r.preview_listen)
+            saved.SavedRoute(
+                r.service,
+                r.env,
+                r.listen,
+                r.preview_listen,
+                self._rules.get(r.label, ()),
+                self._maps.get(r.label),
+            )
             for r in self._routes.values()
             if r.label in self._served and r.listen is not None
         )
@@ -445,6 +499,11 @@ class HAProxyRouter:
             route.listen, route.preview_listen = entry.listen, entry.preview
             route.servers = live.get(route.names.backend, ())
             route.preview_servers = live.get(route.names.preview_backend, ())
+            route.header_servers = live.get(route.names.header_backend, ())
+            route.header, route.header_names = entry.header, entry.headers
+            self._rules[route.label] = entry.headers
+            if entry.headers:
+                self._maps[route.label] = entry.header
             self._served[route.label] = (entry.listen, entry.preview)
         worker.refresh(answer, self._backends, NO_VERSION)
         self._current = worker
@@ -453,23 +512,59 @@ class HAProxyRouter:
         return True
 
     def _push(self, route: _Route) -> None:
-        """Bring the current worker to the route's desired servers through the runtime API."""
+        """Bring the current worker to the route's desired state through the runtime API.
+
+        A header route is taken away before its servers drain, and set only once they
+        are ready, so a header-routed request never finds the header backend empty.
+        """
         current = self._current
         assert current is not None
+        rules = self._rules.get(route.label, ())
+        stale_map = bool(rules) and (
+            route.label not in self._maps or self._maps[route.label] != route.header
+        )
+        if stale_map and route.header is None and not self._push_map(route):
+            return
         for backend, desired in route.backends():
             change = transition(backend, current.slots.get(backend, {}), desired)
             for command in change.commands:
-                try:
-                    answer = self._master.stats(command.text)
-                except SocketError as exc:
-                    log.warning("HAProxy did not take %r (%s); reloading", command.text, exc)
-                    self._heal()
-                    return
-                if not succeeded(command, answer):
-                    log.warning("HAProxy refused %r: %s; reloading", command.text, answer.strip())
-                    self._heal()
+                if self._send(command) is None:
                     return
             current.slots[backend] = change.slots
+        if stale_map and route.header is not None and not self._push_map(route):
+            return
+        if route.header is not None and route.header.name not in rules:
+            log.info("%s routes by a new header, %s: reloading", route.label, route.header.name)
+            self._heal()
+
+    def _push_map(self, route: _Route) -> bool:
+        """Replace the route's header map atomically with what the route wants."""
+        path = self._paths.header_map(route.names.frontend)
+        answer = self._send(prepare(path))
+        version = None if answer is None else prepared_version(answer)
+        if version is None:
+            if answer is not None:
+                self._heal()
+            return False
+        for command in fill(path, version, route.header):
+            if self._send(command) is None:
+                return False
+        self._maps[route.label] = route.header
+        return True
+
+    def _send(self, command: Command) -> str | None:
+        """One command's answer; ``None`` (and a reload on its way) if it did not work."""
+        try:
+            answer = self._master.stats(command.text)
+        except SocketError as exc:
+            log.warning("HAProxy did not take %r (%s); reloading", command.text, exc)
+            self._heal()
+            return None
+        if not succeeded(command, answer):
+            log.warning("HAProxy refused %r: %s; reloading", command.text, answer.strip())
+            self._heal()
+            return None
+        return answer
 
     def _adopted_tables(self) -> None:
         """Once every adopted route has its table, reload with all of them at once."""
@@ -580,6 +675,14 @@ class HAProxyRouter:
             return tally.counters()
         snapshot = stats.snapshot()
         return tally.counters(snapshot.latency_sum, snapshot.latency_buckets)
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace a file atomically: a worker starting meanwhile reads the old or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
 
 
 def _free_port(host: str) -> int:

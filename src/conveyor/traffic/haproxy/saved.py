@@ -5,7 +5,8 @@ HAProxy keeps serving users. The next router finds the master through the pidfil
 on with the *worker* as it is, without a reload (which in HAProxy 2.6 closes idle
 keep-alive client connections and can race with a request being sent on one), it must know
 what every server slot stands for. The router saves that after each change: the worker's
-pid, the listeners, and the slots. A successor adopts the worker only if the pid is the
+pid, the listeners, the slots, and each route's header rules and map entry (see
+``headers``). A successor adopts the worker only if the pid is the
 same and ``show stat`` agrees slot by slot (address and weight); otherwise it reloads.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from conveyor.traffic.haproxy.config import Listen
+from conveyor.traffic.haproxy.headers import HeaderMatch
 from conveyor.traffic.haproxy.plan import ServerSpec, Slot
 from conveyor.traffic.haproxy.stats import StatRow
 
@@ -27,6 +29,8 @@ class SavedRoute:
     env: str
     listen: Listen
     preview: Listen | None
+    headers: tuple[str, ...] = ()  # header names the worker's configuration routes by
+    header: HeaderMatch | None = None  # the entry in the worker's header map
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ def dump(book: SavedBook) -> str:
                     "env": r.env,
                     "listen": listen(r.listen),
                     "preview": listen(r.preview),
+                    "headers": list(r.headers),
+                    "header": None if r.header is None else [r.header.name, r.header.value],
                 }
                 for r in book.routes
             ],
@@ -77,12 +83,18 @@ def load(text: str) -> SavedBook:
                 Listen(str(entry["preview"][0]), int(entry["preview"][1]))
                 if entry["preview"]
                 else None,
+                tuple(str(name) for name in entry.get("headers", ())),
+                _match(entry.get("header")),
             )
             for entry in data["routes"]
         )
         return SavedBook(int(data["worker"]), routes, _slots(data["slots"]))
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"not a saved router book: {exc!r}") from exc
+
+
+def _match(data: Any) -> HeaderMatch | None:
+    return None if data is None else HeaderMatch(str(data[0]), str(data[1]))
 
 
 def _slots(data: Mapping[str, Any]) -> dict[str, dict[str, Slot]]:
