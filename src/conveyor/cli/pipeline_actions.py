@@ -86,13 +86,22 @@ class ProjectActions:
     def artifacts(self) -> ArtifactStore:
         return ArtifactStore(self.project.root)
 
+    _store: Store | None = None
+    _opening: threading.Lock = field(default_factory=threading.Lock)
+
     @contextmanager
     def store(self) -> Iterator[Store]:
-        store = Store.open(self.database_url or default_url(self.project.root))
-        try:
-            yield store
-        finally:
-            store.close()
+        """The project's store, opened (and migrated) once per run, shared by the job threads;
+        a failed open is retried by the next caller rather than remembered."""
+        with self._opening:
+            if self._store is None:
+                self._store = Store.open(self.database_url or default_url(self.project.root))
+        yield self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def facts(self, finished: Sequence[JobResult]) -> RunFacts:
         return RunFacts(

@@ -255,7 +255,10 @@ def run_command(
             screen.refresh()
     else:
         result = asyncio.run(runner.run())
-    actions.finished(result)
+    try:
+        actions.finished(result)
+    finally:
+        actions.close()
     extra = {"id": run_id, "artifacts": actions.built, "problems": actions.problems}
     record = store_run(root, result, context, run_id, extra)
     if as_json:
