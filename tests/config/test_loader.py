@@ -112,6 +112,21 @@ BROKEN: list[tuple[str, int | None, str, str, str]] = [
         "must be at least 1, got 0",
         "use a whole number of at least 1, e.g. instances: 1",
     ),
+    # a scalar or a mapping where a list belongs: the hint shows the list form
+    (
+        "project: shop\n" + SERVICE.replace("[app/]", "app/") + ENVS,
+        4,
+        "services.catalog.build.outputs",
+        "expected a list, got 'app/'",
+        "write it as a list, e.g. outputs: [app/]",
+    ),
+    (
+        "project: shop\nnotify: {webhook: x}\n" + SERVICE + ENVS,
+        2,
+        "notify",
+        "expected a list, got a mapping",
+        "write it as a list: notify: [a, b], or one '- entry' line each under 'notify:'",
+    ),
     # bounds: the hint gives the field's whole range (not just the broken end) and an example
     (
         "project: shop\n" + SERVICE + "environments:\n  dev:\n    services:\n"

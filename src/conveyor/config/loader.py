@@ -385,6 +385,8 @@ def _wording(error: ErrorDetails, loc: DataPath) -> tuple[str, str | None]:
         fields = _fields(_model(loc))
         if fields and kind in ("model_type", "model_attributes_type", "dict_type"):
             hint = f"indent its fields under the key; it takes: {', '.join(fields)}"
+        elif kind == "list_type":
+            hint = _list_hint(name, value)
         return f"{_TYPE_WORDS[kind]}, got {describe(value)}", hint or _number_hint(owner, name, ctx)
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
@@ -400,6 +402,13 @@ def _wording(error: ErrorDetails, loc: DataPath) -> tuple[str, str | None]:
         tag = str(ctx.get("tag", ""))
         return f"unknown kind {describe(tag)}", choose_hint(tag, tags, "kinds")
     return str(error["msg"]), None
+
+
+def _list_hint(name: str, value: object) -> str:
+    """A scalar where a list belongs is nearly always one entry: show it in brackets."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return f"write it as a list, e.g. {name}: [{value}]"
+    return f"write it as a list: {name}: [a, b], or one '- entry' line each under '{name}:'"
 
 
 def _number_hint(model: type[BaseModel] | None, name: str, ctx: Mapping[str, Any]) -> str | None:
