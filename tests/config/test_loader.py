@@ -127,6 +127,14 @@ BROKEN: list[tuple[str, int | None, str, str, str]] = [
         "expected a list, got a mapping",
         "write it as a list: notify: [a, b], or one '- entry' line each under 'notify:'",
     ),
+    # a pattern mismatch says what the field is and shows an example
+    (
+        "project: shop\nnotify:\n  - webhook: example.com/hook\n" + SERVICE + ENVS,
+        3,
+        "notify[0].webhook",
+        "'example.com/hook' does not match the pattern ^https?://",
+        "URL that receives a JSON POST per notification, e.g. webhook: http://",
+    ),
     # bounds: the hint gives the field's whole range (not just the broken end) and an example
     (
         "project: shop\n" + SERVICE + "environments:\n  dev:\n    services:\n"

@@ -391,6 +391,15 @@ def _wording(error: ErrorDetails, loc: DataPath) -> tuple[str, str | None]:
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
         return f"{words} {ctx.get(key)}, got {describe(value)}", _number_hint(owner, name, ctx)
+    if kind == "string_pattern_mismatch":
+        about = _description(owner, name)
+        examples = (
+            owner.model_fields[name].examples if owner and name in owner.model_fields else None
+        )
+        hint = f"{name}: {about}" if about else f"match the pattern {ctx.get('pattern')}"
+        if examples:
+            hint += f", e.g. {name}: {examples[0]}"
+        return f"{describe(value)} does not match the pattern {ctx.get('pattern')}", hint
     if kind == "too_short":
         about = _description(owner, name)
         return "must not be empty", "add at least one entry" + (f" ({about})" if about else "")

@@ -600,7 +600,9 @@ class NotifyConfig(_Model):
     """Where to tell people when Conveyor needs them or acted on its own."""
 
     webhook: str = Field(
-        pattern=r"^https?://", description="URL that receives a JSON POST per notification."
+        pattern=r"^https?://",
+        description="URL that receives a JSON POST per notification",
+        examples=["http://127.0.0.1:9000/hooks/conveyor"],
     )
     events: list[str] = Field(
         default_factory=lambda: [
