@@ -81,13 +81,12 @@ class ProjectActions:
     database_url: str | None = None
     built: dict[str, str] = field(default_factory=dict)  # digest -> service
     problems: list[str] = field(default_factory=list)
+    _store: Store | None = field(default=None, init=False, repr=False)
+    _opening: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def artifacts(self) -> ArtifactStore:
         return ArtifactStore(self.project.root)
-
-    _store: Store | None = None
-    _opening: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
     def store(self) -> Iterator[Store]:
