@@ -8,7 +8,6 @@ question is the same: "what do we know about this, and how do we know it".
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -180,7 +179,7 @@ def _release_evidence(project: LoadedProject, reference: str) -> dict[str, Any]:
                 f"{missing.message}; '{reference}' is not a release either",
                 hint=f"{missing.hint}; or name a release as {REFERENCE_FORMS}",
             ) from None
-    store = Store.open(os.environ.get("CONVEYOR_DATABASE_URL") or default_url(project.root))
+    store = Store.open(default_url(project.root))
     try:
         release = find_release(store, reference)
         return release_evidence(project, store, ArtifactStore(project.root), release)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -158,7 +157,7 @@ def _build(ctx: Context, service: str, *, quiet: bool) -> Any:
 
     project = ctx.project()
     svc = project.config.service(service)
-    store = Store.open(os.environ.get("CONVEYOR_DATABASE_URL") or default_url(project.root))
+    store = Store.open(default_url(project.root))
     try:
         if not quiet:
             render.console.print(f"building [bold]{escape(service)}[/] …")
@@ -382,7 +381,7 @@ def _latest_artifact(ctx: Context, service: str) -> str:
 
     project = ctx.project()
     project.config.service(service)
-    store = Store.open(os.environ.get("CONVEYOR_DATABASE_URL") or default_url(project.root))
+    store = Store.open(default_url(project.root))
     try:
         found = store.list_artifacts(service, limit=1)
     finally:

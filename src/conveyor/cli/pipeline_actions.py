@@ -78,7 +78,6 @@ class ProjectActions:
     run_id: str
     context: RunContext
     commit: str | None
-    database_url: str | None = None
     built: dict[str, str] = field(default_factory=dict)  # digest -> service
     problems: list[str] = field(default_factory=list)
     _store: Store | None = field(default=None, init=False, repr=False)
@@ -94,7 +93,7 @@ class ProjectActions:
         a failed open is retried by the next caller rather than remembered."""
         with self._opening:
             if self._store is None:
-                self._store = Store.open(self.database_url or default_url(self.project.root))
+                self._store = Store.open(default_url(self.project.root))
         yield self._store
 
     def close(self) -> None:

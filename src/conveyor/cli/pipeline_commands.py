@@ -240,7 +240,6 @@ def run_command(
         run_id,
         context,
         commit=_git(root, "rev-parse", "HEAD"),
-        database_url=os.environ.get("CONVEYOR_DATABASE_URL"),
     )
     actions.started([job.name for job in plan.jobs])
     runner = _WatchedRunner(

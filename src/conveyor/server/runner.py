@@ -89,7 +89,7 @@ async def serve(
     root = project.root
     lock = ServerLock(root)
     lock.acquire()
-    store = Store.open(os.environ.get("CONVEYOR_DATABASE_URL") or default_url(root))
+    store = Store.open(default_url(root))
 
     def reload() -> LoadedProject:
         return load_project(config_file)
