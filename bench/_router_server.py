@@ -2,13 +2,15 @@
 
 Usage: python bench/_router_server.py LISTEN_PORT VERSION:WEIGHT:PORT [VERSION:WEIGHT:PORT ...]
 
-Prints ``ready`` once listening, then serves until killed.
+Prints ``ready`` once listening, then serves until killed. With several versions the first
+is the stable one (where the router supports it), as during a canary rollout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import fields, replace
 
 import uvloop
 
@@ -23,7 +25,12 @@ async def _main(port: int, specs: list[str]) -> None:
         backend = Backend(f"{version}-0", "127.0.0.1", int(backend_port))
         pools.append(Pool(version, int(weight), (backend,)))
     router = BuiltinRouter()
-    router.apply("bench", "bench", RouteTable(pools=tuple(pools)))
+    table = RouteTable(pools=tuple(pools))
+    if len(pools) > 1 and any(f.name == "stable_version" for f in fields(RouteTable)):
+        # a canary, as during a rollout: the first version is stable, the others' GETs are
+        # held until their status is read (so that a 5xx could be answered by stable)
+        table = replace(table, stable_version=pools[0].version)
+    router.apply("bench", "bench", table)
     await router.serve("bench", "bench", "127.0.0.1", port, None)
     print("ready", flush=True)
     await asyncio.Event().wait()

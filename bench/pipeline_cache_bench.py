@@ -20,8 +20,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from conveyor.config.loader import load_project
 from conveyor.pipeline import RunResult, run_pipeline
-from conveyor.pipeline.templates import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "pipelines"
@@ -32,7 +32,7 @@ def one_run(workspace: Path, service: str, cache: Path, label: str) -> RunResult
     """A fresh checkout of the examples, then the service's pipeline against ``cache``."""
     checkout = workspace / label
     shutil.copytree(EXAMPLES, checkout, ignore=shutil.ignore_patterns(".conveyor", ".deps"))
-    spec = load_pipeline(checkout / service / "conveyor.yaml")
+    spec = load_project(checkout / service / "conveyor.yaml").config.pipeline
     assert spec is not None
     result = run_pipeline(spec, checkout / service, cache_dir=cache)
     if result.result != "success":

@@ -59,15 +59,11 @@ if str(REPO) not in sys.path:
 
 from tests.controller.harness import EXAMPLES, Stack  # noqa: E402
 
-from conveyor.artifacts.store import ArtifactStore  # noqa: E402
-from conveyor.config.loader import load_project  # noqa: E402
+from conveyor.config.loader import LoadedProject, load_project  # noqa: E402
 from conveyor.config.schema import RollbackConfig  # noqa: E402
-from conveyor.controller.controller import Controller  # noqa: E402
 from conveyor.load.generator import LoadGenerator  # noqa: E402
-from conveyor.runtime.local import LocalTarget  # noqa: E402
+from conveyor.server.stack import build_stack  # noqa: E402
 from conveyor.store.records import ReleaseRecord  # noqa: E402
-from conveyor.store.repository import Store  # noqa: E402
-from conveyor.traffic.builtin import BuiltinRouter  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 FAULTS = {
@@ -181,22 +177,21 @@ async def bench_stack(root: Path, envs: dict[str, str], timings: Timings) -> Asy
     for env in envs:
         # The point of the bench: the triggers users get when they configure nothing.
         assert project.config.effective_rollback(env) == RollbackConfig(), env
-    (root / ".conveyor").mkdir(exist_ok=True)
-    store = Store.open(f"sqlite:///{root / '.conveyor' / 'state.db'}")
-    controller = Controller(
-        load_project=lambda: load_project(config_file),
-        store=store,
-        artifacts=ArtifactStore(root),
-        target=LocalTarget(root / ".conveyor" / "runtime"),
-        router=BuiltinRouter(),
-        tick=timings.tick,
-    )
-    await controller.start()
+    async with running(root, project, config_file, tick=timings.tick) as stack:
+        yield stack
+
+
+@asynccontextmanager
+async def running(
+    root: Path, project: LoadedProject, config_file: Path, *, tick: float
+) -> AsyncIterator[Stack]:
+    """The server's own stack for a bench project, started; its instances stopped after."""
+    parts = build_stack(config_file, tick=tick)
+    await parts.start()
     try:
-        yield Stack(root, project, store, controller.artifacts, controller)
+        yield Stack(root, project, parts)
     finally:
-        await controller.close(stop_instances=True)
-        store.close()
+        await parts.close(stop_instances=True)
 
 
 async def settled(s: Stack, env: str, revision: int, timeout: float = 60) -> None:
@@ -295,7 +290,7 @@ def measure(
     ended_at: float,
 ) -> None:
     run.phase = bad.phase
-    abort = bad.status.get("abort") or {}
+    abort = asdict(bad.status.abort) if bad.status.abort else {}
     run.reason = abort.get("reason")
     if abort.get("at"):
         run.detected = abort["at"] - deployed_at
@@ -340,7 +335,7 @@ async def sequential_cases(
     envs = {"rolling": "rolling", "blue-green": "blue_green"}
     out: list[Run] = []
     async with bench_stack(workdir / f"seq-{timings.name}", envs, timings) as s:
-        v1, v2 = s.build("v1"), s.build("v2")
+        v1, v2 = await s.build("v1"), await s.build("v2")
         for env in envs:
             first = await s.wait(await s.deploy(env, v1))
             assert first.phase == "succeeded", first.status
@@ -374,7 +369,7 @@ async def readiness_cases(workdir: Path, runs: int, timings: Timings) -> list[Ru
     for g, group in enumerate(groups):
         envs = {f"r{i}": strategy for i, (strategy, _) in enumerate(group)}
         async with bench_stack(workdir / f"ready-{timings.name}-{g}", envs, timings) as s:
-            v1, v2 = s.build("v1"), s.build("v2")
+            v1, v2 = await s.build("v1"), await s.build("v2")
             firsts = [await s.deploy(env, v1) for env in envs]
             await asyncio.gather(*(s.wait(first) for first in firsts))
             results = await asyncio.gather(

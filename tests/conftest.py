@@ -7,6 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests check behaviour, not speed: no per-example deadline (a busy CI machine
+# stalls some examples for hundreds of milliseconds, which would read as a failure).
+settings.register_profile("conveyor", deadline=None)
+settings.load_profile("conveyor")
 
 
 def _database_params() -> list[object]:
@@ -23,6 +29,20 @@ def _database_params() -> list[object]:
         )
     )
     return params
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _keys_outside_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers keep their signing key outside the project tree (``Layout.server_keys``):
+    under a temporary directory for the tests, never the user's home."""
+    keys = tmp_path_factory.mktemp("server-keys")
+    before = os.environ.get("CONVEYOR_KEY_DIR")
+    os.environ["CONVEYOR_KEY_DIR"] = str(keys)
+    yield
+    if before is None:
+        os.environ.pop("CONVEYOR_KEY_DIR", None)
+    else:
+        os.environ["CONVEYOR_KEY_DIR"] = before
 
 
 @pytest.fixture(params=_database_params())

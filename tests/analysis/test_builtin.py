@@ -201,7 +201,9 @@ def test_compare_latency_fails_a_slow_canary() -> None:
             await stage.start(canary_weight=50)
             run_ = analysis([spec], context(stage, clock), clock)
             await run_.step(clock.now)
-            await send(stage.port, 160, concurrency=16)
+            # Few at a time: with many in flight a busy machine queues the stable's requests
+            # behind the canary's in the one test loop, and both look slow.
+            await send(stage.port, 160, concurrency=4)
             (measurement,) = await run_.step(clock.advance(5))
         assert measurement.phase == "failed", measurement.message
         assert measurement.value > 1.5  # the p95 ratio
@@ -210,6 +212,29 @@ def test_compare_latency_fails_a_slow_canary() -> None:
         assert evidence["p_value"] < 0.05
 
     run(body)
+
+
+def test_compare_latency_defaults_tolerate_milliseconds_and_catch_a_slow_canary() -> None:
+    """A spec with no settings (or stored before min_delta existed) gets the defaults:
+    4x slower by 3 ms is inside the 25 ms tolerance, 100 ms slower is not."""
+
+    async def judge(canary: Instance) -> Measurement:
+        clock = Clock()
+        stage = Stage(Instance("v1", delay=0.001), canary)
+        async with stage:
+            await stage.start(canary_weight=50)
+            run_ = analysis([compare("compare_latency")], context(stage, clock), clock)
+            await run_.step(clock.now)
+            await send(stage.port, 120, concurrency=8)
+            (measurement,) = await run_.step(clock.advance(5))
+        return measurement
+
+    fresh = run(lambda: judge(Instance("v2", delay=0.004)))
+    assert fresh.phase != "failed", fresh.message
+    assert fresh.evidence["min_delta"] == 0.025 and fresh.evidence["over_threshold"] == 0
+    slow = run(lambda: judge(Instance("v2", delay=0.1)))
+    assert slow.phase == "failed", slow.message
+    assert slow.evidence["look"] >= 1
 
 
 def test_compare_without_a_stable_version_is_inconclusive() -> None:

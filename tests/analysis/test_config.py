@@ -8,13 +8,9 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 from ruamel.yaml import YAML
 
-from conveyor.config.analysis import (
-    AnalysisTemplateConfig,
-    AnalysisTemplates,
-    TemplateArgumentError,
-    substitute,
-)
-from conveyor.core.analysis import MetricSpec
+from conveyor.config.analysis import AnalysisTemplateConfig, AnalysisTemplates
+from conveyor.core.analysis import MetricSpec, substitute
+from conveyor.errors import TemplateArgumentError
 
 TEMPLATES: TypeAdapter[dict[str, AnalysisTemplateConfig]] = TypeAdapter(AnalysisTemplates)
 ARGS = {"service": "catalog", "env": "prod", "canary_version": "v2", "stable_version": "v1"}
@@ -92,7 +88,14 @@ def test_the_brief_example_loads_and_fills_in() -> None:
     )
     assert metrics["p95"].config == {
         "query": "compare_latency",
-        "compare": {"quantile": 0.95, "max_ratio": 1.2, "alpha": 0.05, "min_samples": 50},
+        "compare": {  # as written, and what the file leaves out filled in with the defaults
+            "quantile": 0.95,
+            "max_ratio": 1.2,
+            "min_delta": 0.025,
+            "alpha": 0.05,
+            "beta": 0.05,
+            "min_samples": 50,
+        },
     }
     assert metrics["p95"].count is None and metrics["p95"].interval is None  # measured once
     assert metrics["prom-errors"].config == {
@@ -143,7 +146,7 @@ def test_query_dependent_defaults() -> None:
         "max_delta": 0.01,
         "alpha": 0.05,
         "beta": 0.05,
-        "min_requests": 100,
+        "min_requests": 1,  # a floor only: the posterior decides when the evidence suffices
     }
     assert metrics["prom"].initial_delay == 0.0 and metrics["prom"].inconclusive_limit == 0
 

@@ -166,6 +166,18 @@ def test_command_without_conditions_passes_on_exit_zero() -> None:
     assert failed.evidence["stderr"] == "oops\n"
 
 
+def test_command_sees_the_allow_list_not_the_servers_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOP_DB_PASSWORD", "server-side-secret")
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", "postgresql://u:pw@db/x")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    measurement = measure(CommandProvider(), {"run": "env"})
+    stdout = measurement.evidence["stdout"]
+    assert "server-side-secret" not in stdout and "CONVEYOR_DATABASE_URL" not in stdout
+    assert "LANG=C.UTF-8" in stdout and "PATH=" in stdout
+
+
 def test_command_sees_args_and_runs_in_the_workdir(tmp_path: Path) -> None:
     script = tmp_path / "check.sh"
     script.write_text(

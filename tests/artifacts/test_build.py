@@ -1,36 +1,23 @@
-"""Building a service for real: a git repository, a shell command, the stores on disk."""
+"""Building a service for real: a git repository, a shell command, a workspace, an archive."""
 
 from __future__ import annotations
 
-import os
+import subprocess
 import sys
+import tarfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conveyor.artifacts import ArtifactStore, build_service
+from conveyor.artifacts.build import BuiltArchive, build_archive
+from conveyor.artifacts.gitinfo import git_info
+from conveyor.artifacts.provenance import BuildFacts, statement
 from conveyor.errors import BuildFailed, ConveyorError
-from conveyor.store import Store
+from conveyor.layout import Layout
 
 from .gitrepo import commit_all, init_repo
-
-BUILD = "mkdir -p dist && cp app.py dist/ && echo built-ok"
-
-
-@dataclass(frozen=True)
-class Build:
-    run: str | list[str] = BUILD
-    outputs: list[str] = field(default_factory=lambda: ["dist/"])
-    timeout: float = 60.0
-
-
-@dataclass(frozen=True)
-class Service:
-    path: str = "svc"
-    build: Build = field(default_factory=Build)
+from .specs import BUILD, Service, service
 
 
 @pytest.fixture
@@ -39,21 +26,18 @@ def project(tmp_path: Path) -> Path:
     svc = root / "svc"
     svc.mkdir()
     (svc / "app.py").write_text("print('v1')\n")
-    (root / ".gitignore").write_text("dist/\n.conveyor/\n")
+    (root / ".gitignore").write_text("dist/\n")
     commit_all(root)
     return root
 
 
-@pytest.fixture
-def store(project: Path) -> Iterator[Store]:
-    (project / ".conveyor").mkdir()
-    with Store.open(f"sqlite:///{project / '.conveyor' / 'state.db'}") as opened:
-        yield opened
-
-
-@pytest.fixture
-def artifacts(project: Path) -> ArtifactStore:
-    return ArtifactStore(project)
+def members(built: BuiltArchive) -> dict[str, bytes]:
+    with tarfile.open(built.path) as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
 
 
 def gone(pid: int) -> bool:
@@ -73,163 +57,165 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def test_build_records_provenance_and_stores_the_bytes(
-    project: Path, store: Store, artifacts: ArtifactStore
-) -> None:
-    from conveyor.artifacts.gitinfo import git_info
-
-    lines: list[str] = []
-    result = build_service(
-        project, "web", Service(), store, artifacts, actor="alice", log=lines.append
-    )
-    a = result.artifact
-    assert a.service == "web"
-    assert a.commit == git_info(project).commit and a.commit is not None
-    assert (a.branch, a.dirty) == ("main", False)
-    assert a.build_command == BUILD
-    assert a.outputs == ("dist/",)
-    assert a.files == 1
-    assert a.size == artifacts.path(a.digest).stat().st_size
-    assert a.metadata["build_duration"] >= 0
-    assert a.metadata["builder"]["python"]
-    assert result.reused is False
-    assert result.duration > 0
-    artifacts.verify(a.digest)
-    assert (artifacts.unpack(a.digest) / "dist" / "app.py").read_text() == "print('v1')\n"
-    assert store.get_artifact(a.digest) == a
-    assert [e.kind for e in store.events()] == ["artifact.built"]
-    assert lines == ["built-ok"]
-    assert result.log_path.parent == project / ".conveyor" / "builds"
-    assert result.log_path.read_text() == "built-ok\n"
-    assert result.log_path.name.startswith("web-")
-
-
-def test_unchanged_inputs_reuse_the_same_artifact(
-    project: Path, store: Store, artifacts: ArtifactStore
-) -> None:
-    first = build_service(project, "web", Service(), store, artifacts, actor="alice")
-    stored = artifacts.path(first.artifact.digest).stat()
-    time.sleep(0.01)  # a later build must not differ just because the clock moved
-    second = build_service(project, "web", Service(), store, artifacts, actor="bob")
-    assert second.artifact == first.artifact
-    assert second.reused is True
-    again = artifacts.path(first.artifact.digest).stat()
-    assert (again.st_ino, again.st_mtime_ns) == (stored.st_ino, stored.st_mtime_ns)
-    assert len(store.list_artifacts()) == 1
-    assert [e.kind for e in store.events()] == ["artifact.built"]
-    assert second.log_path != first.log_path
-
-
-def test_a_dirty_tree_is_recorded_and_changes_the_digest(
-    project: Path, store: Store, artifacts: ArtifactStore
-) -> None:
-    clean = build_service(project, "web", Service(), store, artifacts, actor="alice").artifact
-    (project / "svc" / "app.py").write_text("print('v2')\n")
-    dirty = build_service(project, "web", Service(), store, artifacts, actor="alice").artifact
-    assert dirty.dirty is True and clean.dirty is False
-    assert dirty.digest != clean.digest
-    assert dirty.commit == clean.commit
-
-
-def test_argv_commands_run_without_a_shell(
-    project: Path, store: Store, artifacts: ArtifactStore
-) -> None:
-    script = "import pathlib; pathlib.Path('out.txt').write_text('$HOME is literal')"
-    service = Service(build=Build(run=[sys.executable, "-c", script], outputs=["out.txt"]))
-    result = build_service(project, "web", service, store, artifacts, actor="alice")
-    out = artifacts.unpack(result.artifact.digest) / "out.txt"
-    assert out.read_text() == "$HOME is literal"
-    assert result.artifact.build_command.startswith(sys.executable)
-
-
 def assert_user_facing(error: ConveyorError) -> None:
     assert error.hint
     assert "Traceback" not in error.message
 
 
-def test_a_failing_build_shows_the_tail_and_records_nothing(
-    project: Path, store: Store, artifacts: ArtifactStore
+def test_a_build_yields_the_archive_and_the_facts_to_sign(project: Path) -> None:
+    lines: list[str] = []
+    layout = Layout(project)
+    with build_archive(layout, "web", Service(), log=lines.append) as built:
+        assert built.service == "web"
+        assert built.digest.startswith("sha256:") and len(built.digest) == 71
+        assert members(built) == {"dist/app.py": b"print('v1')\n"}
+        archive = built.path
+        assert archive.is_file()
+    assert not archive.exists(), "the archive lives only as long as the block"
+    facts = built.facts
+    assert (facts.digest, facts.service, facts.command) == (built.digest, "web", BUILD)
+    assert facts.outputs == ("dist/",)
+    assert facts.source == git_info(project) and facts.source.commit is not None
+    assert (facts.source.branch, facts.source.dirty) == ("main", False)
+    assert (facts.files, facts.size) == (1, archive_size(built))
+    assert facts.started <= facts.finished
+    assert facts.workspace is not None and facts.workspace.mode == "clean"
+    assert facts.source_uri == f"git+file://{(project / 'svc').resolve()}"
+    assert BuildFacts.from_json(facts.to_json()) == facts
+    assert statement(facts)["subject"][0]["digest"]["sha256"] == built.digest[7:]
+    assert lines == ["built-ok"]
+    assert built.log_path.parent == layout.builds
+    assert built.log_path.read_text() == "built-ok\n"
+    assert built.log_path.name.startswith("web-")
+    assert built.duration > 0
+    assert not (project / "svc" / "dist").exists(), "builds never write into the project"
+    assert list(layout.workspaces.iterdir()) == [], "the workspace is removed"
+
+
+def archive_size(built: BuiltArchive) -> int:
+    return built.facts.size
+
+
+def test_unchanged_inputs_give_the_same_digest(project: Path) -> None:
+    with build_archive(Layout(project), "web", Service()) as first:
+        pass
+    time.sleep(0.01)  # a later build must not differ just because the clock moved
+    with build_archive(Layout(project), "web", Service()) as second:
+        pass
+    assert second.digest == first.digest
+    assert second.log_path != first.log_path
+
+
+def test_a_relative_project_root_builds_the_same(
+    project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    with build_archive(Layout(project), "web", Service()) as absolute:
+        pass
+    monkeypatch.chdir(project / "svc")
+    with build_archive(Layout(Path("..")), "web", Service()) as relative:
+        assert members(relative) == {"dist/app.py": b"print('v1')\n"}
+    assert relative.digest == absolute.digest
+
+
+def test_the_build_module_loads_neither_the_store_nor_the_signing_key() -> None:
+    """The CLI and CI build; only the server stores, signs and records."""
+    probe = (
+        "import sys, conveyor.artifacts.build as b, conveyor.artifacts as a;"
+        "a.build_archive; a.BuiltArchive;"
+        "bad = [m for m in sys.modules if m.startswith(('conveyor.store', 'sqlalchemy',"
+        " 'conveyor.artifacts.signing', 'conveyor.artifacts.store',"
+        " 'cryptography'))];"
+        "print(bad)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_argv_commands_run_without_a_shell(project: Path) -> None:
+    script = "import pathlib; pathlib.Path('out.txt').write_text('$HOME is literal')"
+    spec = service([sys.executable, "-c", script], outputs=["out.txt"])
+    with build_archive(Layout(project), "web", spec) as built:
+        assert members(built) == {"out.txt": b"$HOME is literal"}
+    assert built.facts.command.startswith(sys.executable)
+
+
+def test_a_failing_build_shows_the_tail_and_leaves_no_trace(project: Path) -> None:
     failing = "for i in $(seq 1 50); do echo line-$i; done; echo boom >&2; exit 3"
-    with pytest.raises(BuildFailed) as info:
-        build_service(
-            project, "web", Service(build=Build(run=failing)), store, artifacts, actor="a"
-        )
+    layout = Layout(project)
+    with pytest.raises(BuildFailed) as info, build_archive(layout, "web", service(failing)):
+        pytest.fail("a failed build yields nothing")
     error = info.value
     assert_user_facing(error)
     assert "exit code 3" in error.message
     assert "boom" in error.message and "line-50" in error.message
     assert "line-10\n" not in error.message, "only the tail belongs in the message"
     assert "services.web.build.run" in (error.hint or "")
-    logs = list((project / ".conveyor" / "builds").iterdir())
+    logs = list(layout.builds.glob("*.log"))
     assert len(logs) == 1 and str(logs[0]) in (error.hint or "")
     assert "line-1\n" in logs[0].read_text()
-    assert store.list_artifacts() == [] and store.events() == []
+    assert list(layout.workspaces.iterdir()) == []
 
 
-def test_a_missing_output_names_it(project: Path, store: Store, artifacts: ArtifactStore) -> None:
-    service = Service(build=Build(run="echo nothing", outputs=["dist/"]))
-    with pytest.raises(BuildFailed) as info:
-        build_service(project, "web", service, store, artifacts, actor="a")
+def test_a_missing_output_names_it(project: Path) -> None:
+    with (
+        pytest.raises(BuildFailed) as info,
+        build_archive(Layout(project), "web", service("echo nothing")),
+    ):
+        pass
     assert_user_facing(info.value)
     assert "'dist/'" in info.value.message
     assert "check build.outputs in conveyor.yaml" in (info.value.hint or "")
-    assert store.list_artifacts() == []
 
 
-def test_a_timeout_kills_the_whole_process_group(
-    project: Path, store: Store, artifacts: ArtifactStore
-) -> None:
-    hang = "sleep 30 & echo $! > bg.pid; echo started; sleep 30"
-    service = Service(build=Build(run=hang, timeout=0.5))
+def test_a_timeout_kills_the_whole_process_group(project: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "bg.pid"
+    hang = f"sleep 30 & echo $! > {pid_file}; echo started; sleep 30"
     started = time.monotonic()
-    with pytest.raises(BuildFailed) as info:
-        build_service(project, "web", service, store, artifacts, actor="a")
+    with (
+        pytest.raises(BuildFailed) as info,
+        build_archive(Layout(project), "web", service(hang, timeout=0.5)),
+    ):
+        pass
     assert time.monotonic() - started < 20
     assert_user_facing(info.value)
     assert "timed out after 0.5s" in info.value.message
     assert "started" in info.value.message
     assert "build.timeout" in (info.value.hint or "")
-    background = int((project / "svc" / "bg.pid").read_text())
-    assert wait_gone(background), "the build's background process survived the timeout"
+    assert wait_gone(int(pid_file.read_text())), "the build's background process survived"
 
 
-def test_a_background_straggler_does_not_hold_the_build(
-    project: Path, store: Store, artifacts: ArtifactStore
-) -> None:
-    run = f"{BUILD}; sleep 30 & echo $! > bg.pid"
+def test_a_background_straggler_does_not_hold_the_build(project: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "bg.pid"
+    run = f"{BUILD}; sleep 30 & echo $! > {pid_file}"
     started = time.monotonic()
-    result = build_service(
-        project, "web", Service(build=Build(run=run)), store, artifacts, actor="a"
-    )
+    with build_archive(Layout(project), "web", service(run)) as built:
+        assert built.facts.files == 1
     assert time.monotonic() - started < 20
-    assert result.artifact.files == 1
-    assert wait_gone(int((project / "svc" / "bg.pid").read_text()))
+    assert wait_gone(int(pid_file.read_text()))
 
 
-def test_a_program_that_does_not_exist(
-    project: Path, store: Store, artifacts: ArtifactStore
-) -> None:
-    service = Service(build=Build(run=["definitely-not-a-program-xyz"]))
-    with pytest.raises(BuildFailed) as info:
-        build_service(project, "web", service, store, artifacts, actor="a")
+def test_a_program_that_does_not_exist(project: Path) -> None:
+    spec = service(["definitely-not-a-program-xyz"])
+    with pytest.raises(BuildFailed) as info, build_archive(Layout(project), "web", spec):
+        pass
     assert_user_facing(info.value)
     assert "cannot start" in info.value.message
     assert "PATH" in (info.value.hint or "")
 
 
 @pytest.mark.parametrize("run", ["", "   ", []])
-def test_an_empty_command_is_refused(
-    project: Path, store: Store, artifacts: ArtifactStore, run: str | list[str]
-) -> None:
-    with pytest.raises(BuildFailed) as info:
-        build_service(project, "web", Service(build=Build(run=run)), store, artifacts, actor="a")
+def test_an_empty_command_is_refused(project: Path, run: str | list[str]) -> None:
+    with pytest.raises(BuildFailed) as info, build_archive(Layout(project), "web", service(run)):
+        pass
     assert "services.web.build.run" in (info.value.hint or "")
 
 
-def test_a_missing_service_directory(project: Path, store: Store, artifacts: ArtifactStore) -> None:
-    with pytest.raises(BuildFailed) as info:
-        build_service(project, "web", Service(path="nope"), store, artifacts, actor="a")
+def test_a_missing_service_directory(project: Path) -> None:
+    with (
+        pytest.raises(BuildFailed) as info,
+        build_archive(Layout(project), "web", Service(path="nope")),
+    ):
+        pass
     assert "services.web.path" in (info.value.hint or "")
 
 
@@ -237,8 +223,8 @@ def test_builds_outside_git_have_unknown_provenance(tmp_path: Path) -> None:
     root = tmp_path / "plain"
     (root / "svc").mkdir(parents=True)
     (root / "svc" / "app.py").write_text("x = 1\n")
-    with Store.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
-        result = build_service(root, "web", Service(), store, ArtifactStore(root), actor="a")
-    a = result.artifact
-    assert (a.commit, a.branch, a.dirty) == (None, None, None)
-    assert os.path.isfile(ArtifactStore(root).path(a.digest))
+    with build_archive(Layout(root), "web", Service()) as built:
+        assert members(built) == {"dist/app.py": b"x = 1\n"}
+    source = built.facts.source
+    assert (source.commit, source.branch, source.dirty) == (None, None, None)
+    assert built.facts.workspace is not None and built.facts.workspace.mode == "copy"

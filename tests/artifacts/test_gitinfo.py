@@ -36,7 +36,9 @@ def test_clean_then_modified_then_untracked(tmp_path: Path) -> None:
     (repo / "svc").mkdir()
     (repo / "svc" / "a.txt").write_text("a")
     sha = commit_all(repo)
-    assert git_info(repo / "svc") == GitInfo(commit=sha, branch="trunk", dirty=False)
+    found = git_info(repo / "svc")
+    assert found == GitInfo(commit=sha, branch="trunk", dirty=False, history=found.history)
+    assert [c for c, _ in found.history] == [sha]
     (repo / "svc" / "a.txt").write_text("b")
     assert git_info(repo / "svc").dirty is True
     git(repo, "checkout", "--", ".")
@@ -49,7 +51,8 @@ def test_detached_head_has_no_branch(tmp_path: Path) -> None:
     (repo / "a.txt").write_text("a")
     sha = commit_all(repo)
     git(repo, "checkout", "-q", "--detach")
-    assert git_info(repo) == GitInfo(commit=sha, branch=None, dirty=False)
+    found = git_info(repo)
+    assert found == GitInfo(commit=sha, branch=None, dirty=False, history=found.history)
 
 
 def test_inherited_git_dir_does_not_redirect_the_lookup(
@@ -61,3 +64,41 @@ def test_inherited_git_dir_does_not_redirect_the_lookup(
     other = init_repo(tmp_path / "other")
     monkeypatch.setenv("GIT_DIR", str(other / ".git"))
     assert git_info(repo).commit == sha
+
+
+def test_history_is_recorded_newest_first_with_committer_times(tmp_path: Path) -> None:
+    """What DORA's lead time is measured from: each commit of HEAD with its committer time."""
+    repo = init_repo(tmp_path / "repo")
+    shas = []
+    for n, when in enumerate((1_700_000_000, 1_700_000_500, 1_700_003_000)):
+        (repo / "a.txt").write_text(str(n))
+        stamp = f"{when} +0000"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("GIT_COMMITTER_DATE", stamp)
+            mp.setenv("GIT_AUTHOR_DATE", stamp)
+            shas.append(commit_all(repo, f"c{n}"))
+    info = git_info(repo)
+    assert info.history == (
+        (shas[2], 1_700_003_000),
+        (shas[1], 1_700_000_500),
+        (shas[0], 1_700_000_000),
+    )
+    assert GitInfo.from_json(info.to_json()) == info
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        "not a list",
+        [["zz", 1]],
+        [["a" * 40, -1]],
+        [["a" * 40, True]],
+        [["a" * 40, 1, 2]],
+        [["a" * 40, 1]] * 101,
+    ],
+)
+def test_a_malformed_history_is_refused(history: object) -> None:
+    from conveyor.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"source\.history"):
+        GitInfo.from_json({"commit": None, "branch": None, "dirty": None, "history": history})

@@ -13,12 +13,13 @@ from conveyor.artifacts.provenance import (
     PREDICATE_TYPE,
     STATEMENT_TYPE,
     BuildFacts,
+    WorkspaceFacts,
     check_subject,
     encode,
     statement,
     subject_digests,
 )
-from conveyor.errors import Refused
+from conveyor.errors import Refused, UsageError
 
 HEX = "ab" * 32
 DIGEST = f"sha256:{HEX}"
@@ -120,3 +121,117 @@ def test_subject_digests_ignores_malformed_entries() -> None:
     stmt = {"subject": [{"digest": {"sha256": "aa"}}, {"digest": "x"}, 3, {"name": "n"}]}
     assert subject_digests(stmt) == {"aa"}
     assert subject_digests({}) == set()
+
+
+WORKSPACE = WorkspaceFacts(
+    mode="dirty", inputs=("src/**",), files=12, source_date_epoch=1_700_000_000
+)
+
+
+def test_the_workspace_is_stated_with_what_it_left_out() -> None:
+    stmt = statement(facts(workspace=WORKSPACE))
+    build = stmt["predicate"]["buildDefinition"]
+    assert build["externalParameters"]["inputs"] == ["src/**"]
+    assert build["internalParameters"]["workspace"] == {
+        "mode": "dirty",
+        "files": 12,
+        "sourceDateEpoch": 1_700_000_000,
+        "leftOut": "files git ignores, and tracked files deleted from the work tree; "
+        "and every file not matching the build inputs",
+    }
+    clean = WorkspaceFacts(mode="clean", inputs=None, files=3, source_date_epoch=0)
+    stmt = statement(facts(workspace=clean))
+    assert "inputs" not in stmt["predicate"]["buildDefinition"]["externalParameters"]
+    left_out = stmt["predicate"]["buildDefinition"]["internalParameters"]["workspace"]["leftOut"]
+    assert "uncommitted changes" in left_out
+    assert "internalParameters" not in statement(facts())["predicate"]["buildDefinition"]
+
+
+@pytest.mark.parametrize(
+    "built",
+    [
+        facts(),
+        facts(workspace=WORKSPACE, pipeline={"run": "r1", "jobs": {"test": "success"}}),
+        facts(source=GitInfo(None, None, None), started=0.0, finished=0.0, files=0, size=0),
+        facts(source=GitInfo("ab" * 32, "feature/x", True)),  # a sha256 repository
+        facts(workspace=WorkspaceFacts("copy", None, 0, 315532800)),
+    ],
+)
+def test_facts_round_trip_through_json(built: BuildFacts) -> None:
+    wire = json.loads(json.dumps(built.to_json()))
+    assert BuildFacts.from_json(wire) == built
+    assert statement(BuildFacts.from_json(wire)) == statement(built)
+
+
+def nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def wire(**changes: Any) -> dict[str, Any]:
+    data = facts(workspace=WORKSPACE).to_json()
+    for key, value in changes.items():
+        if "." in key:
+            outer, inner = key.split(".")
+            data[outer] = {**data[outer], inner: value}
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ("not an object", "'build' must be a JSON object"),
+        ({**wire(), "extra": 1}, "fields no Conveyor client sends: 'extra'"),
+        (wire(service=None), "'build.service'"),
+        (wire(service="Web Service"), "'build.service'"),
+        (wire(service="a" * 129), "'build.service'"),
+        (wire(command=""), "'build.command'"),
+        (wire(command="x" * 70_000), "'build.command'"),
+        (wire(command=["make"]), "'build.command'"),
+        (wire(outputs="dist/"), "'build.outputs'"),
+        (wire(outputs=[1]), "'build.outputs'"),
+        (wire(outputs=["a"] * 2000), "'build.outputs'"),
+        (wire(files=True), "'build.files'"),
+        (wire(files=-1), "'build.files'"),
+        (wire(files=1.5), "'build.files'"),
+        (wire(size="4096"), "'build.size'"),
+        (wire(started=float("nan")), "'build.started'"),
+        (wire(started=1e300), "'build.started'"),
+        (wire(finished=1.0), "'build.finished' (1.0) is before"),
+        (wire(builder_version="1.0; rm -rf /"), "'build.builder_version'"),
+        (wire(source="abc"), "'build.source' must be a JSON object"),
+        (wire(**{"source.commit": "HEAD"}), "'build.source.commit'"),
+        (wire(**{"source.dirty": "no"}), "'build.source.dirty'"),
+        (wire(**{"source.branch": "b" * 2000}), "'build.source.branch'"),
+        (wire(**{"source.signed": True}), "'build.source' has fields"),
+        (wire(**{"workspace.mode": "magic"}), "'build.workspace.mode' must be one of"),
+        (wire(**{"workspace.files": None}), "'build.workspace.files'"),
+        (wire(**{"workspace.inputs": "src/**"}), "'build.workspace.inputs'"),
+        (wire(pipeline=[1]), "'build.pipeline'"),
+        (wire(pipeline={"run": "x" * 70_000}), "'build.pipeline'"),
+        (
+            wire(pipeline={"run": {"a": {"b": [[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}}}),
+            "'build.pipeline'",
+        ),
+    ],
+)
+def test_from_json_refuses_what_no_client_sends(data: object, field: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        BuildFacts.from_json(data)
+    assert field in caught.value.message
+    assert caught.value.hint is not None and "to_json()" in caught.value.hint
+    assert len(caught.value.message) < 400, "an absurd value is described, not echoed"
+
+
+@pytest.mark.parametrize(
+    "digest", ["sha512:" + "ab" * 64, "sha256:" + "AB" * 32, "sha256:abc", "ab" * 32, 7, None]
+)
+def test_from_json_refuses_anything_but_a_sha256_digest(digest: object) -> None:
+    with pytest.raises(Refused) as caught:
+        BuildFacts.from_json(wire(digest=digest))
+    assert "'build.digest' must be a sha256 digest" in caught.value.message
+    assert caught.value.hint is not None

@@ -10,42 +10,32 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conveyor.artifacts import ArtifactStore, build_service
+from conveyor.application import Caller
+from conveyor.artifacts import ArtifactStore, build_archive
 from conveyor.artifacts.signing import (
     PAYLOAD_TYPE,
     Keyring,
     fingerprint,
     pae,
+    sign_build,
     sign_envelope,
     verify_signed,
 )
 from conveyor.errors import Refused
-from conveyor.store import Store
-from tests.cli.support import conveyor
-from tests.controller.harness import run, stack, write_project
+from conveyor.layout import Layout
+from conveyor.store import ArtifactRecord, Store
+from tests.controller.harness import run, stack
 
 from .gitrepo import commit_all, git, init_repo
-
-
-@dataclass(frozen=True)
-class Build:
-    run: str = "mkdir -p dist && cp app.py dist/"
-    outputs: list[str] = field(default_factory=lambda: ["dist/"])
-    timeout: float = 60.0
-
-
-@dataclass(frozen=True)
-class Service:
-    path: str = "svc"
-    build: Build = field(default_factory=Build)
+from .specs import Build, Service
 
 
 @pytest.fixture
@@ -63,6 +53,30 @@ def store(project: Path) -> Iterator[Store]:
     (project / ".conveyor").mkdir()
     with Store.open(f"sqlite:///{project / '.conveyor' / 'state.db'}") as opened:
         yield opened
+
+
+def build_and_sign(project: Path, store: Store, artifacts: ArtifactStore) -> ArtifactRecord:
+    """What `conveyor build` and the server do together: build, keep the bytes, sign, record."""
+    with build_archive(Layout(project), "svc", Service()) as built:
+        digest = artifacts.put(built.path)
+        signed = sign_build(artifacts, built.facts)
+        return store.record_artifact(
+            ArtifactRecord(
+                digest,
+                "svc",
+                built.facts.source.commit,
+                built.facts.source.branch,
+                built.facts.source.dirty,
+                0.0,
+                built.facts.size,
+                built.facts.files,
+                built.facts.command,
+                built.facts.outputs,
+                {"provenance": signed},
+            ),
+            actor="t",
+            provenance=signed,
+        )
 
 
 def envelopes(path: Path) -> list[dict[str, Any]]:
@@ -127,12 +141,12 @@ def test_envelope_verifies_only_with_the_trusted_key(tmp_path: Path) -> None:
 def test_build_signs_a_verifiable_statement_about_its_artifact(project: Path, store: Store) -> None:
     artifacts = ArtifactStore(project)
     head = git(project, "rev-parse", "HEAD")
-    result = build_service(project, "svc", Service(), store, artifacts, actor="t")
-    digest = result.artifact.digest
+    artifact = build_and_sign(project, store, artifacts)
+    digest = artifact.digest
     path = artifacts.envelope_path(digest)
     assert path == project / ".conveyor/artifacts/sha256" / f"{digest[7:]}.intoto.jsonl"
     key = Keyring.of(artifacts).current().fingerprint
-    assert result.artifact.metadata["provenance"] == {"envelope": str(path), "key": key}
+    assert artifact.metadata["provenance"] == {"envelope": str(path), "key": key}
 
     verified = verify_signed(artifacts, digest)
     assert verified.key == key
@@ -149,16 +163,16 @@ def test_build_signs_a_verifiable_statement_about_its_artifact(project: Path, st
     run_details = stmt["predicate"]["runDetails"]
     assert run_details["builder"]["id"] == "conveyor"
     assert run_details["byproducts"][0]["annotations"] == {
-        "files": result.artifact.files,
-        "size": result.artifact.size,
+        "files": artifact.files,
+        "size": artifact.size,
     }
     assert run_details["metadata"]["startedOn"] <= run_details["metadata"]["finishedOn"]
 
     # A rebuild of the same bytes keeps the first envelope, even under a rotated key.
     before = path.read_bytes()
     Keyring.of(artifacts).rotate()
-    again = build_service(project, "svc", Service(), store, artifacts, actor="t")
-    assert again.artifact.digest == digest and again.reused
+    again = build_and_sign(project, store, artifacts)
+    assert again.digest == digest
     assert path.read_bytes() == before
     assert verify_signed(artifacts, digest).key == key
 
@@ -166,7 +180,7 @@ def test_build_signs_a_verifiable_statement_about_its_artifact(project: Path, st
 def test_a_dirty_tree_is_recorded_in_the_signed_materials(project: Path, store: Store) -> None:
     (project / "svc" / "app.py").write_text("print('v2')\n")
     artifacts = ArtifactStore(project)
-    digest = build_service(project, "svc", Service(), store, artifacts, actor="t").artifact.digest
+    digest = build_and_sign(project, store, artifacts).digest
     stmt = verify_signed(artifacts, digest).statement
     [material] = stmt["predicate"]["buildDefinition"]["resolvedDependencies"]
     assert material["annotations"]["dirty"] is True
@@ -181,7 +195,7 @@ def test_deploy_refuses_an_artifact_without_valid_provenance(
 ) -> None:
     async def scenario() -> None:
         async with stack(tmp_path, database_url) as s:
-            digest = s.build("v1")
+            digest = await s.build("v1")
             envelope = s.artifacts.envelope_path(digest)
             if case == "tampered":
                 archive = writable(s.artifacts.path(digest))
@@ -200,7 +214,7 @@ def test_deploy_refuses_an_artifact_without_valid_provenance(
                 writable(envelope).write_text(json.dumps(forged) + "\n")
                 expected = "no valid signature by a trusted key"
             else:  # a genuine envelope, for another artifact
-                other = s.build("v2")
+                other = await s.build("v2")
                 writable(envelope).write_bytes(s.artifacts.envelope_path(other).read_bytes())
                 expected = "describes another artifact"
             with pytest.raises(Refused) as caught:
@@ -222,19 +236,20 @@ def test_deploy_refuses_an_artifact_without_valid_provenance(
     run(scenario())
 
 
-def test_after_rotation_old_artifacts_deploy_and_new_ones_use_the_new_key(
+def test_after_rotation_old_artifacts_deploy_and_the_old_key_vouches_for_nothing_new(
     tmp_path: Path, database_url: str
 ) -> None:
     async def scenario() -> None:
         async with stack(tmp_path, database_url) as s:
-            keyring = Keyring.of(s.artifacts)
-            old_digest = s.build("v1")
+            keyring = s.parts.keyring
+            old_digest = await s.build("v1")
             old_key = keyring.current().fingerprint
-            new_key, previous = keyring.rotate()
+            kept = tmp_path / "kept-old-key"  # someone kept a copy of the old private key
+            kept.mkdir()
+            (kept / "signing.key").write_bytes(keyring.private_path.read_bytes())
+            new_key, previous = s.app.rotate_keys(Caller("admin"))
             assert previous is not None and previous.fingerprint == old_key
-            new_digest = s.build("v2")
-            assert verify_signed(s.artifacts, old_digest).key == old_key
-            assert verify_signed(s.artifacts, new_digest).key == new_key.fingerprint
+            new_digest = await s.build("v2")
             assert s.store.get_artifact(new_digest).metadata["provenance"]["key"] == (
                 new_key.fingerprint
             )
@@ -242,39 +257,34 @@ def test_after_rotation_old_artifacts_deploy_and_new_ones_use_the_new_key(
             assert old.phase == "succeeded", old.status
             new = await s.deploy("dev", new_digest)
             assert new.artifact_digest == new_digest
-            kinds = [e.kind for e in s.store.events(service="catalog")]
+            kinds = [e.kind for e in s.store.events()]
             assert "artifact.refused" not in kinds
+            assert "key.retired" in kinds
 
-            # Distrusting the old key (deleting its .pub) makes its artifacts undeployable.
-            previous.path.unlink()
+            # Bytes signed with the retired key after its retirement are refused.
+            (tmp_path / "services" / "catalog" / "VERSION").write_text("forged\n")
+            spec = s.project.config.service("catalog")
+            with build_archive(Layout(tmp_path), "catalog", spec) as built:
+                s.artifacts.put(built.path)
+                signed = sign_build(s.artifacts, built.facts, Keyring(kept))
+                s.store.record_artifact(
+                    ArtifactRecord(
+                        built.digest,
+                        "catalog",
+                        None,
+                        None,
+                        None,
+                        time.time(),
+                        built.facts.size,
+                        built.facts.files,
+                        built.facts.command,
+                        built.facts.outputs,
+                    ),
+                    actor="mallory",
+                    provenance=signed,
+                )
+                forged = built.digest
             with pytest.raises(Refused, match="no valid signature by a trusted key"):
-                await s.deploy("production", old_digest)
+                await s.deploy("production", forged)
 
     run(scenario())
-
-
-# --- the CLI ------------------------------------------------------------------------------
-
-
-def test_keys_show_and_rotate_on_the_command_line(tmp_path: Path) -> None:
-    write_project(tmp_path, project="cli-keys")
-    shown = conveyor("keys", "show", "--json", root=tmp_path)
-    assert shown.code == 0, shown
-    first = shown.json()
-    keyring = Keyring(tmp_path / ".conveyor" / "keys")
-    assert first["algorithm"] == "ed25519"
-    assert first["key"] == keyring.current().fingerprint
-    assert first["public_key"] == keyring.current().public_pem
-    assert first["trusted"] == [first["key"]]
-    assert conveyor("keys", "show", "--json", root=tmp_path).json() == first  # not a new key
-
-    rotated = conveyor("keys", "rotate", "--json", root=tmp_path)
-    assert rotated.code == 0, rotated
-    second = rotated.json()
-    assert second["previous"] == first["key"] and second["key"] != first["key"]
-    assert second["trusted"] == sorted([first["key"], second["key"]])
-
-    human = conveyor("keys", "show", root=tmp_path)
-    assert human.code == 0, human
-    assert second["key"] in human.stdout and "BEGIN PUBLIC KEY" in human.stdout
-    assert "2 key(s)" in human.stdout

@@ -111,11 +111,11 @@ def test_unpack_extracts_once(store: ArtifactStore, archive: Path) -> None:
     assert first == store.unpacked / digest.removeprefix("sha256:")
     assert (first / "app" / "main.py").read_text() == "print('hello')\n"
     assert (first / "app" / "run.sh").stat().st_mode & 0o111
-    marker = first / "marker"
-    marker.write_text("still here")
+    inode = (first / "app" / "main.py").stat().st_ino
     assert store.unpack(digest) == first
-    assert marker.exists(), "a second unpack must reuse the first extraction"
-    assert [p.name for p in store.unpacked.iterdir()] == [first.name]
+    assert (first / "app" / "main.py").stat().st_ino == inode, "an intact tree is reused"
+    trees = [p.name for p in store.unpacked.iterdir() if p.is_dir()]
+    assert trees == [first.name]
 
 
 def test_concurrent_unpacks_agree(store: ArtifactStore, archive: Path) -> None:
@@ -136,7 +136,7 @@ def test_concurrent_unpacks_agree(store: ArtifactStore, archive: Path) -> None:
         thread.join()
     assert not errors
     assert len(set(results)) == 1
-    assert [p.name for p in store.unpacked.iterdir()] == [results[0].name]
+    assert [p.name for p in store.unpacked.iterdir() if p.is_dir()] == [results[0].name]
 
 
 @pytest.mark.parametrize(
@@ -153,7 +153,8 @@ def test_unpack_refuses_paths_leaving_the_artifact(
     assert info.value.hint
     assert not (store.unpacked / digest.removeprefix("sha256:")).exists()
     assert not (store.unpacked / "escaped.txt").exists()
-    assert list(store.unpacked.iterdir()) == [], "no half-extracted leftovers"
+    leftovers = [p for p in store.unpacked.iterdir() if p.suffix != ".lock"]
+    assert leftovers == [], "no half-extracted leftovers"
 
 
 def test_absolute_member_names_land_inside_the_artifact(
@@ -164,3 +165,31 @@ def test_absolute_member_names_land_inside_the_artifact(
     unpacked = store.unpack(digest)
     assert not target.exists()
     assert (unpacked / str(target).lstrip("/")).read_text() == "owned\n"
+
+
+@pytest.mark.parametrize("change", ["edit", "add", "remove", "chmod"])
+def test_a_changed_unpacked_tree_is_never_served(
+    store: ArtifactStore, archive: Path, change: str
+) -> None:
+    digest = store.put(archive)
+    tree = store.unpack(digest)
+    fingerprint = store.unpacked / f"{digest.removeprefix('sha256:')}.tree"
+    assert fingerprint.stat().st_mode & 0o777 == 0o600
+    files = sorted(p for p in tree.rglob("*") if p.is_file())
+    original = {p: p.read_bytes() for p in files}
+    victim = files[0]
+    victim.parent.chmod(0o755)
+    if change == "edit":
+        victim.chmod(0o644)
+        victim.write_bytes(b"served under someone else's digest")
+    elif change == "add":
+        (victim.parent / "extra.py").write_text("import os\n")
+    elif change == "remove":
+        victim.unlink()
+    else:
+        victim.chmod(0o777)
+    again = store.unpack(digest)
+    assert again == tree
+    assert {p: p.read_bytes() for p in files} == original
+    assert not (victim.parent / "extra.py").exists()
+    assert victim.stat().st_mode & 0o222 == 0  # read-only again

@@ -2,7 +2,8 @@
 
 Every test in this package goes through ``conveyor(...)``: a fresh interpreter, real files,
 real servers. The environment is pinned so results do not depend on the caller's shell:
-``CONVEYOR_DATABASE_URL`` is dropped (each temp project keeps its own SQLite file), and
+``CONVEYOR_DATABASE_URL`` is dropped (each temp project keeps its own SQLite file), so is
+``CONVEYOR_TOKEN`` (each temp server makes its own admin token), and
 ``COLUMNS`` is set wide because rich hard-wraps at 80 columns when stdout is not a terminal
 (that wrapping is a known bug with its own strict xfail in test_validate.py; the other tests
 should fail for their own reasons, not for that one).
@@ -22,7 +23,8 @@ WIDE = "250"
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CONVEYOR_DATABASE_URL", "COLUMNS")}
+    dropped = ("CONVEYOR_DATABASE_URL", "CONVEYOR_TOKEN", "COLUMNS")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["COLUMNS"] = WIDE
     env.update(extra)
     return env

@@ -64,6 +64,12 @@ def test_run_succeeds_shows_the_dag_and_keeps_a_record(tmp_path: Path) -> None:
     data = json.loads(record.read_text())
     assert data["run"]["result"] == "success"
     assert "s3cr3t-value" not in record.read_text()
+    assert record.stat().st_mode & 0o777 == 0o600  # job output: its owner's eyes only
+    # No server: the run still runs, and says what it could not record.
+    assert "this run is not on the ledger: no Conveyor server is running" in result.stdout
+    assert data["problems"] == [
+        f"this run is not on the ledger: no Conveyor server is running for {root.resolve()}"
+    ]
 
 
 def test_failure_exits_non_zero_prints_the_masked_tail_and_stops(tmp_path: Path) -> None:
@@ -195,9 +201,13 @@ def test_evidence_latest_shows_gate_findings_and_the_skipped_audit(tmp_path: Pat
     jobs = {job["name"]: job for job in data["jobs"]}
     scan = jobs["scan"]
     assert scan["result"] == "failure" and scan["gate"]["checked"] == ["src"]
-    assert scan["gate"]["findings"] == [
-        {"file": "src/config.py", "line": 1, "detector": "AWS Access Key"}
-    ]
+    (finding,) = scan["gate"]["findings"]
+    assert (finding["file"], finding["line"], finding["detector"], finding["level"]) == (
+        "src/config.py",
+        1,
+        "AWS Access Key",
+        "error",
+    )
     assert jobs["audit"]["result"] == "skipped"
     assert jobs["audit"]["gate"]["summary"] == (
         "no offline vulnerability database; pip-audit needs network"

@@ -45,6 +45,29 @@ BROKEN: list[tuple[str, int | None, str, str, str]] = [
         "unknown field 'zzz'",
         "allowed fields: path, build, run, port_env, instances",
     ),
+    # retries: only idempotent methods, a real budget
+    (
+        "project: shop\n" + SERVICE + "environments:\n  dev:\n    retries:\n"
+        "      methods: [GET, POST]\n",
+        9,
+        "environments.dev.retries.methods",
+        "POST is not idempotent",
+        "list only idempotent methods",
+    ),
+    (
+        "project: shop\n" + SERVICE + "environments:\n  dev:\n    retries:\n      methods: [get]\n",
+        9,
+        "environments.dev.retries.methods",
+        "'get' is not an HTTP method",
+        "write methods in capitals",
+    ),
+    (
+        "project: shop\n" + SERVICE + "environments:\n  dev:\n    retries: {budget: 150%}\n",
+        8,
+        "environments.dev.retries.budget",
+        "cannot exceed 100%",
+        "percentage",
+    ),
     (
         "project: shop\nrollbak: {}\n" + SERVICE + ENVS,
         2,
@@ -102,7 +125,7 @@ BROKEN: list[tuple[str, int | None, str, str, str]] = [
         "project: shop\n" + SERVICE + "    config: {TAGS: [a, b]}\n" + ENVS,
         6,
         "services.catalog.config.TAGS",
-        "config values must be a string, number or true/false, got a list",
+        "config values must be a string, number, true/false or a secret reference, got a list",
         "quote the value",
     ),
     (
@@ -580,3 +603,20 @@ def test_any_text_gives_a_config_or_a_config_error(text: str) -> None:
             assert problem.line is None or problem.line >= 1
     else:
         assert isinstance(result, ProjectConfig)
+
+
+def test_retries_default_to_idempotent_methods_and_freeze_into_a_policy() -> None:
+    text = (
+        "project: shop\n" + SERVICE + "environments:\n  dev: {}\n  prod:\n"
+        "    retries: {methods: [GET, PUT], budget: 10%, min_retries: 5, window: 30s}\n"
+    )
+    config = parse_config(text)
+    dev = config.environment("dev").retries.frozen()
+    assert dev.methods == ("GET", "HEAD", "OPTIONS") and dev.budget == 0.2
+    prod = config.environment("prod").retries.frozen()
+    assert (prod.methods, prod.budget, prod.min_retries, prod.window) == (
+        ("GET", "PUT"),
+        0.1,
+        5,
+        30.0,
+    )

@@ -18,7 +18,7 @@ from conveyor.config import (
     json_schema,
     parse_config,
 )
-from conveyor.errors import NotFound
+from conveyor.errors import ConfigError, NotFound
 
 EXAMPLE = """\
 project: shop
@@ -83,7 +83,7 @@ def example() -> ProjectConfig:
 def test_every_default() -> None:
     config = parse_config(MINIMAL)
     assert config.rollback == RollbackConfig(
-        error_rate=0.05, min_requests=20, window=10.0, max_restarts=2, verification=15.0
+        error_rate=0.05, min_requests=1, window=10.0, max_restarts=2, verification=15.0
     )
     service = config.services["catalog"]
     assert (service.path, service.port_env, service.instances) == (".", "PORT", 1)
@@ -271,3 +271,70 @@ def test_json_schema_accepts_the_example_and_rejects_typos() -> None:
     ]
     bad_strategy = _yaml(EXAMPLE.replace("strategy: recreate", "strategy: canary"))
     assert list(validator.iter_errors(bad_strategy))
+
+
+RUN_AS_PROJECT = """\
+project: shop
+{top}services:
+  catalog: {{build: {{run: make, outputs: [dist/]}}, run: app{catalog}}}
+  search: {{build: {{run: make, outputs: [dist/]}}, run: app{search}}}
+environments: {{dev: {{}}}}
+pipeline: {{jobs: {{test: {{run: make test}}}}{pipeline}}}
+"""
+
+
+def run_as_project(top: str = "", catalog: str = "", search: str = "", pipeline: str = "") -> str:
+    return RUN_AS_PROJECT.format(top=top, catalog=catalog, search=search, pipeline=pipeline)
+
+
+@pytest.mark.parametrize(
+    ("fields", "catalog", "search", "jobs"),
+    [
+        ({}, None, None, None),
+        ({"top": "run_as: conveyor-run\n"}, "conveyor-run", "conveyor-run", "conveyor-run"),
+        (
+            {"top": "run_as: conveyor-run\n", "search": ", run_as: search-user:svc"},
+            "conveyor-run",
+            "search-user:svc",
+            "conveyor-run",
+        ),
+        (  # null: this one keeps the server's (or the caller's) user
+            {
+                "top": "run_as: conveyor-run\n",
+                "catalog": ", run_as: null",
+                "pipeline": ", run_as: null",
+            },
+            None,
+            "conveyor-run",
+            None,
+        ),
+        ({"pipeline": ", run_as: ci-jobs"}, None, None, "ci-jobs"),
+    ],
+    ids=["none", "project-default", "service-own", "null-opts-out", "pipeline-only"],
+)
+def test_run_as_defaults_to_the_projects(
+    fields: dict[str, str], catalog: str | None, search: str | None, jobs: str | None
+) -> None:
+    config = parse_config(run_as_project(**fields))
+    assert (config.services["catalog"].run_as, config.services["search"].run_as) == (
+        catalog,
+        search,
+    )
+    assert config.pipeline is not None and config.pipeline.run_as == jobs
+
+
+@pytest.mark.parametrize("value", ["'bad user'", "'root:'", "':wheel'", "'-x'", "a:b:c", "'1'"])
+def test_a_run_as_that_is_not_a_user_name_is_refused_once_where_written(value: str) -> None:
+    with pytest.raises(ConfigError) as failed:
+        parse_config(run_as_project(top=f"run_as: {value}\n"))
+    (problem,) = failed.value.problems  # not once more per service it would have reached
+    assert problem.field == "run_as" and problem.line == 2
+    assert "is not a user name" in problem.message
+    assert "conveyor-run" in (problem.hint or "")
+
+
+def test_run_as_is_in_the_json_schema() -> None:
+    schema = json_schema()
+    assert "run_as" in schema["properties"]
+    pattern = schema["properties"]["run_as"]["anyOf"][0]["pattern"]
+    assert re.fullmatch(pattern, "conveyor-run:svc") and not re.fullmatch(pattern, "a b")

@@ -17,15 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conveyor.artifacts.build import build_service
+from conveyor.application import Application, Caller
+from conveyor.artifacts.build import build_archive
+from conveyor.artifacts.signing import Keyring
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.config.loader import LoadedProject, load_project
 from conveyor.controller.controller import Controller
-from conveyor.runtime.local import LocalTarget
+from conveyor.layout import Layout
+from conveyor.server.stack import Stack as ServerStack
+from conveyor.server.stack import build_stack
 from conveyor.store.records import ReleaseRecord
 from conveyor.store.repository import Store
-from conveyor.traffic.builtin import BuiltinRouter
-from conveyor.traffic.haproxy import HAProxyRouter
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "shop" / "services"
 
@@ -113,8 +115,12 @@ def write_project(
     notify: str = "",
     canary_background: str | None = None,
     requires: dict[str, str] | None = None,
+    env_fields: dict[str, str] | None = None,
+    top: str = "",
 ) -> Path:
-    """Write the test project; ``requires`` maps an environment to its ``requires:`` YAML."""
+    """Write the test project; ``requires`` maps an environment to its ``requires:`` YAML,
+    ``env_fields`` to more fields (YAML lines, indented as fields of the environment), and
+    ``top`` is YAML added at the top level."""
     shutil.copytree(
         EXAMPLES / "catalog",
         root / "services" / "catalog",
@@ -134,42 +140,55 @@ def write_project(
     )
     for env, block in (requires or {}).items():
         text = text.replace(f"\n  {env}:\n", f"\n  {env}:\n    requires: {block}\n", 1)
-    path.write_text(text)
+    for env, lines in (env_fields or {}).items():
+        text = text.replace(f"\n  {env}:\n", f"\n  {env}:\n    {lines}\n", 1)
+    path.write_text(text + top)
     return path
 
 
 @dataclass
 class Stack:
+    """The real stack of ``server/stack.py`` plus the shortcuts scenarios use."""
+
     root: Path
     project: LoadedProject
-    store: Store
-    artifacts: ArtifactStore
-    controller: Controller
+    parts: ServerStack
 
-    def build(self, version: str = "v1") -> str:
+    @property
+    def app(self) -> Application:
+        return self.parts.app
+
+    @property
+    def store(self) -> Store:
+        return self.parts.store
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        return self.parts.artifacts
+
+    @property
+    def controller(self) -> Controller:
+        return self.parts.controller
+
+    @property
+    def keyring(self) -> Keyring:
+        return self.parts.keyring
+
+    async def build(self, version: str = "v1", service: str = "catalog") -> str:
+        """Build the example service the way `conveyor build` does: bytes, then record."""
         (self.root / "services" / "catalog" / "VERSION").write_text(version + "\n")
-        result = build_service(
-            self.root,
-            "catalog",
-            self.project.config.service("catalog"),
-            self.store,
-            self.artifacts,
-            actor="test",
-        )
-        return result.artifact.digest
+        return await push_build(self.app, self.root, self.project, service)
 
     async def deploy(
         self, env: str, artifact: str, overrides: dict[str, str] | None = None
     ) -> ReleaseRecord:
-        return await self.controller.deploy(
-            "catalog", env, artifact, overrides=overrides, actor="test"
-        )
+        return await self.app.deploy(Caller("test"), "catalog", env, artifact, overrides)
 
     async def wait(self, release: ReleaseRecord, timeout: float = 60) -> ReleaseRecord:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             current = self.store.get_release(release.id)
-            if current.phase in ("succeeded", "rolled_back", "failed"):
+            if current.phase.terminal:
                 return current
             await asyncio.sleep(0.05)
         raise AssertionError(f"{release.name} still {current.phase}: {current.status}")
@@ -190,33 +209,35 @@ class Stack:
         raise AssertionError(f"no address for catalog in {env}")
 
     def instances(self, env: str) -> list[Any]:
-        return self.controller.target.observe("catalog", env)
+        return self.controller.observe("catalog", env)
 
     def kinds(self, release: ReleaseRecord) -> list[str]:
         return [e.kind for e in self.store.events(release_id=release.id)]
 
 
+async def push_build(app: Application, root: Path, project: LoadedProject, service: str) -> str:
+    """Build ``service`` as `conveyor build` does (its own workspace), then hand the bytes and
+    the facts to the application, as the API does."""
+    spec = project.config.service(service)
+    with build_archive(Layout(root), service, spec) as built:
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield built.path.read_bytes()
+
+        await app.receive_blob(Caller("test"), built.digest, chunks(), limit=1 << 30)
+        app.record_artifact(Caller("test"), service, built.digest, built.facts.to_json())
+        return built.digest
+
+
 @asynccontextmanager
 async def stack(root: Path, database_url: str, **config: Any) -> AsyncIterator[Stack]:
     config_file = write_project(root, **config)
-    project = load_project(config_file)
-    store = Store.open(database_url)
-    artifacts = ArtifactStore(root)
-    controller = Controller(
-        load_project=lambda: load_project(config_file),
-        store=store,
-        artifacts=artifacts,
-        target=LocalTarget(root / ".conveyor" / "runtime"),
-        router=BuiltinRouter(),
-        routers={"haproxy": lambda: HAProxyRouter(root / ".conveyor" / "routers")},
-        tick=0.1,
-    )
-    await controller.start()
+    parts = build_stack(config_file, database_url=database_url, tick=0.1)
+    await parts.start()
     try:
-        yield Stack(root, project, store, artifacts, controller)
+        yield Stack(root, load_project(config_file), parts)
     finally:
-        await controller.close(stop_instances=True)
-        store.close()
+        await parts.close(stop_instances=True)
 
 
 def run(coro: Any) -> Any:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.application import Caller
 from conveyor.errors import Refused
 
 from .harness import run, stack
@@ -34,7 +35,7 @@ def test_production_requires_the_same_digest_to_succeed_in_staging(
     async def scenario() -> None:
         config = {"instances": 1, "verification": "0.5s", "requires": {"production": "[staging]"}}
         async with stack(tmp_path, database_url, **config) as s:
-            digest = s.build("v1")
+            digest = await s.build("v1")
             with pytest.raises(Refused) as refused:
                 await s.deploy("production", digest)
             assert "in staging" in refused.value.message
@@ -49,13 +50,13 @@ def test_production_requires_the_same_digest_to_succeed_in_staging(
             assert staged.phase == "succeeded", staged.status
             # A different build has not been through staging, even after this one has.
             with pytest.raises(Refused):
-                await s.deploy("production", s.build("v2"))
+                await s.deploy("production", await s.build("v2"))
             promoted = await s.wait(await s.deploy("production", digest))
             assert promoted.phase == "succeeded", promoted.status
             assert promoted.artifact_digest == digest
 
             # Rollbacks are exempt: tightening the rules must never lock the way back.
-            v2 = s.build("v2")
+            v2 = await s.build("v2")
             assert (await s.wait(await s.deploy("staging", v2))).phase == "succeeded"
             assert (await s.wait(await s.deploy("production", v2))).phase == "succeeded"
             file = tmp_path / "conveyor.yaml"
@@ -63,7 +64,7 @@ def test_production_requires_the_same_digest_to_succeed_in_staging(
             file.write_text(file.read_text().replace("requires: [staging]", strict))
             with pytest.raises(Refused, match="no recorded git branch"):
                 await s.deploy("production", digest)  # not a git checkout: no branch
-            back = await s.controller.rollback("catalog", "production", None, actor="test")
+            back = await s.app.rollback(Caller("test"), "catalog", "production", None)
             assert back.artifact_digest == digest and back.rollback_of == promoted.revision
             assert (await s.wait(back)).phase == "succeeded", back.status
 
@@ -82,7 +83,7 @@ def test_a_branch_requirement_refuses_a_build_from_another_branch(
             git(tmp_path, "add", "-A")
             git(tmp_path, "commit", "-q", "-m", "v1")
             git(tmp_path, "checkout", "-q", "-b", "feature/x")
-            feature = s.build("v1")
+            feature = await s.build("v1")
             with pytest.raises(Refused) as refused:
                 await s.deploy("staging", feature)
             assert "built from branch 'feature/x'; staging requires main" in refused.value.message
@@ -94,7 +95,7 @@ def test_a_branch_requirement_refuses_a_build_from_another_branch(
             git(tmp_path, "checkout", "-q", "main")
             (tmp_path / "services" / "catalog" / "VERSION").write_text("v2\n")
             git(tmp_path, "commit", "-q", "-am", "v2")
-            release = await s.wait(await s.deploy("staging", s.build("v2")))
+            release = await s.wait(await s.deploy("staging", await s.build("v2")))
             assert release.phase == "succeeded", release.status
 
     run(scenario())

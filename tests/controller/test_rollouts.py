@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.application import Caller
 from conveyor.errors import Conflict
 from conveyor.load.generator import LoadGenerator
 
@@ -25,12 +26,12 @@ RATE = 300  # requests per second on loopback, across 8 keep-alive connections
 def test_rolling_deploy_under_load_fails_no_request(tmp_path: Path, database_url: str) -> None:
     async def scenario() -> None:
         async with stack(tmp_path, database_url) as s:
-            r1 = await s.wait(await s.deploy("staging", s.build("v1")))
+            r1 = await s.wait(await s.deploy("staging", await s.build("v1")))
             assert r1.phase == "succeeded"
             load = LoadGenerator("127.0.0.1", s.port("staging"), rate=RATE, connections=8)
             await load.start()
             await asyncio.sleep(0.5)
-            r2 = await s.wait(await s.deploy("staging", s.build("v2")))
+            r2 = await s.wait(await s.deploy("staging", await s.build("v2")))
             await asyncio.sleep(0.5)
             report = await load.stop()
             assert r2.phase == "succeeded", r2.status
@@ -60,15 +61,15 @@ def test_rolling_deploy_under_load_fails_no_request(tmp_path: Path, database_url
 def test_blue_green_switch_and_rollback_fail_no_request(tmp_path: Path, database_url: str) -> None:
     async def scenario() -> None:
         async with stack(tmp_path, database_url) as s:
-            v1 = s.build("v1")
+            v1 = await s.build("v1")
             await s.wait(await s.deploy("production", v1))
             load = LoadGenerator("127.0.0.1", s.port("production"), rate=RATE, connections=8)
             await load.start()
-            r2 = await s.wait(await s.deploy("production", s.build("v2")))
+            r2 = await s.wait(await s.deploy("production", await s.build("v2")))
             assert r2.phase == "succeeded"
             # Old version is still warm: a rollback now is only a traffic switch.
             assert {i.revision for i in s.instances("production")} == {1, 2}
-            r3 = await s.controller.rollback("catalog", "production", None, actor="test")
+            r3 = await s.app.rollback(Caller("test"), "catalog", "production", None)
             assert r3.rollback_of == 1 and r3.artifact_digest == v1
             r3 = await s.wait(r3)
             await asyncio.sleep(0.3)
@@ -97,17 +98,17 @@ def test_each_fault_rolls_back_with_its_reason(
 ) -> None:
     async def scenario() -> None:
         async with stack(tmp_path, database_url, deadline="4s", verification="6s") as s:
-            await s.wait(await s.deploy(env, s.build("v1")))
+            await s.wait(await s.deploy(env, await s.build("v1")))
             load = LoadGenerator("127.0.0.1", s.port(env), rate=200, connections=4)
             await load.start()
-            bad = await s.wait(await s.deploy(env, s.build("v2"), overrides=fault), timeout=60)
+            bad = await s.wait(
+                await s.deploy(env, await s.build("v2"), overrides=fault), timeout=60
+            )
             await asyncio.sleep(0.3)
             report = await load.stop()
             assert bad.phase == "rolled_back", bad.status
-            assert bad.status["abort"]["reason"] == reason
-            failed = [
-                e for e in s.store.events(release_id=bad.id) if e.kind == "verification.failed"
-            ]
+            assert bad.status.abort.reason == reason
+            failed = [e for e in s.store.events(release_id=bad.id) if e.kind == "release.aborted"]
             assert failed and failed[0].details["reason"] == reason
             assert failed[0].details["evidence"] or reason == "manual"
             assert "release.rolled_back" in s.kinds(bad)
@@ -123,10 +124,10 @@ def test_each_fault_rolls_back_with_its_reason(
 def test_deploy_refused_while_rollout_in_progress(tmp_path: Path, database_url: str) -> None:
     async def scenario() -> None:
         async with stack(tmp_path, database_url) as s:
-            await s.wait(await s.deploy("staging", s.build("v1")))
-            await s.deploy("staging", s.build("v2"))
+            await s.wait(await s.deploy("staging", await s.build("v1")))
+            await s.deploy("staging", await s.build("v2"))
             with pytest.raises(Conflict, match="still rolling out"):
-                await s.deploy("staging", s.build("v3"))
+                await s.deploy("staging", await s.build("v3"))
 
     run(scenario())
 
@@ -134,18 +135,18 @@ def test_deploy_refused_while_rollout_in_progress(tmp_path: Path, database_url: 
 def test_manual_rollback_during_rollout_aborts_it(tmp_path: Path, database_url: str) -> None:
     async def scenario() -> None:
         async with stack(tmp_path, database_url, verification="6s") as s:
-            await s.wait(await s.deploy("production", s.build("v1")))
-            r2 = await s.deploy("production", s.build("v2"))
+            await s.wait(await s.deploy("production", await s.build("v1")))
+            r2 = await s.deploy("production", await s.build("v2"))
             deadline = asyncio.get_running_loop().time() + 20
             while s.store.get_release(r2.id).phase != "verifying":
                 assert asyncio.get_running_loop().time() < deadline
                 await asyncio.sleep(0.05)
-            aborted = await s.controller.rollback("catalog", "production", None, actor="alice")
+            aborted = await s.app.rollback(Caller("alice"), "catalog", "production", None)
             assert aborted.id == r2.id and aborted.phase == "rolling_back"
             final = await s.wait(r2)
             assert final.phase == "rolled_back"
-            assert final.status["abort"]["reason"] == "manual"
-            assert final.status["abort"]["actor"] == "alice"
+            assert final.status.abort.reason == "manual"
+            assert final.status.abort.actor == "alice"
             assert {i.revision for i in s.instances("production")} == {1}
 
     run(scenario())
@@ -154,7 +155,7 @@ def test_manual_rollback_during_rollout_aborts_it(tmp_path: Path, database_url: 
 def test_same_artifact_and_config_is_refused(tmp_path: Path, database_url: str) -> None:
     async def scenario() -> None:
         async with stack(tmp_path, database_url) as s:
-            v1 = s.build("v1")
+            v1 = await s.build("v1")
             await s.wait(await s.deploy("dev", v1))
             with pytest.raises(Conflict, match="already runs"):
                 await s.deploy("dev", v1)
@@ -169,7 +170,7 @@ def test_same_artifact_and_config_is_refused(tmp_path: Path, database_url: str) 
 def test_ledger_chain_verifies_after_a_rollout(tmp_path: Path, database_url: str) -> None:
     async def scenario() -> None:
         async with stack(tmp_path, database_url) as s:
-            await s.wait(await s.deploy("dev", s.build("v1")))
+            await s.wait(await s.deploy("dev", await s.build("v1")))
             check = s.store.verify_ledger()
             assert check.ok and check.checked > 5
 

@@ -233,7 +233,7 @@ def test_a_failed_analysis_returns_users_to_stable_first_then_stops_the_canary(
     assert (abort.reason, abort.at) == (reason, ENTERED + 9)
     assert abort.evidence == {"run": "step-1", "value": 0.31, "measurements": 3}
     assert "step-1" in abort.message and "error rate 31%" in abort.message
-    assert kinds(d.events) == ["verification.failed", "rollback.started", "traffic.switched"]
+    assert kinds(d.events) == ["release.aborted", "rollback.started", "traffic.switched"]
     d = decide(ANALYSED, d.status, obs, ENTERED + 10)
     assert d.action == StopInstances(("n1",), "rolled back")
     d = decide(ANALYSED, d.status, runs(observe((), STABLE3), step_1=run), ENTERED + 11)

@@ -1,4 +1,4 @@
-"""Template keys, config versions and `--set` parsing (core/release.py)."""
+"""Template keys, config versions, `--set` parsing and who may set what (core/release.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conveyor.core.release import config_version, merge_config, parse_assignments, template_key
+from conveyor.core.release import (
+    config_version,
+    merge_config,
+    parse_assignments,
+    protected_reason,
+    refused_overrides,
+    template_key,
+    validate_overrides,
+)
+from conveyor.errors import UsageError
 
 BASE: dict[str, Any] = {
     "artifact_digest": "sha256:" + "a" * 64,
@@ -136,3 +145,123 @@ def test_parse_assignments_rejects_non_portable_names(pair: str) -> None:
 @given(st.dictionaries(env_names, st.text(max_size=20).filter(lambda v: "\x00" not in v)))
 def test_parse_assignments_round_trips(config: dict[str, str]) -> None:
     assert parse_assignments([f"{k}={v}" for k, v in config.items()]) == config
+
+
+# --- who may set what -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        # the loader
+        ("LD_PRELOAD", "dynamic loader"),
+        ("LD_LIBRARY_PATH", "dynamic loader"),
+        ("LD_AUDIT", "dynamic loader"),
+        ("LD_ANYTHING_NEW", "dynamic loader"),  # a family, not a list: future names too
+        ("DYLD_INSERT_LIBRARIES", "macOS dynamic loader"),
+        ("GLIBC_TUNABLES", "tunables"),
+        ("GCONV_PATH", "iconv"),
+        ("MALLOC_TRACE", "allocator"),
+        # interpreters
+        ("PYTHONPATH", "Python"),
+        ("PYTHONSTARTUP", "Python"),
+        ("PYTHONHOME", "Python"),
+        ("PYTHONINSPECT", "Python"),
+        ("PYTHONBREAKPOINT", "Python"),
+        ("PYTHONWARNINGS", "Python"),
+        ("NODE_OPTIONS", "Node.js"),
+        ("NODE_PATH", "Node.js"),
+        ("PERL5LIB", "Perl"),
+        ("PERL5OPT", "Perl"),
+        ("RUBYOPT", "Ruby"),
+        ("RUBYLIB", "Ruby"),
+        ("JAVA_TOOL_OPTIONS", "JVM"),
+        ("_JAVA_OPTIONS", "JVM"),
+        # the shell and the search path
+        ("PATH", "search path"),
+        ("BASH_ENV", "bash"),
+        ("ENV", "interactive sh"),
+        ("IFS", "splits words"),
+        ("SHELLOPTS", "shell options"),
+        ("PS4", "trace prompt"),
+        # programs run on the process's behalf, and where their configuration is read
+        ("BROWSER", "webbrowser"),
+        ("GIT_SSH_COMMAND", "git"),
+        ("GIT_CONFIG_COUNT", "git"),
+        ("XDG_CONFIG_HOME", "configuration"),
+        ("HOME", "site-packages"),
+        ("TMPDIR", "temporary files"),
+        # case does not matter
+        ("Path", "search path"),
+        ("ld_preload", "dynamic loader"),
+        ("PythonPath", "Python"),
+    ],
+)
+def test_protected_names_say_which_family_they_belong_to(name: str, family: str) -> None:
+    reason = protected_reason(name)
+    assert reason is not None and family in reason
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "GREETING",
+        "DATABASE_URL",
+        "NODE_ENV",  # application config, not a Node.js flag
+        "LOG_LEVEL",
+        "JAVA_HOME_HINT",
+        "MY_PATH",
+        "PATHS",  # only PATH itself chooses programs
+        "HOMEPAGE",
+        "LANG",
+        "TZ",
+        "PORT",
+        "CONVEYOR_FEATURE",
+        "GITHUB_URL",  # GIT_ is a family; GITHUB_ is not in it
+        "TMP",
+    ],
+)
+def test_ordinary_config_is_not_protected(name: str) -> None:
+    assert protected_reason(name) is None
+
+
+@pytest.mark.parametrize(
+    ("names", "allowed", "refused"),
+    [
+        ([], [], []),
+        (["GREETING", "DB_URL"], [], []),
+        (["PATH"], [], ["PATH"]),
+        (["PYTHONPATH", "GREETING", "LD_PRELOAD"], [], ["LD_PRELOAD", "PYTHONPATH"]),
+        (["PYTHONPATH"], ["PYTHONPATH"], []),
+        # an allowance is exact: one interpreter variable does not open the family
+        (["PYTHONSTARTUP"], ["PYTHONPATH"], ["PYTHONSTARTUP"]),
+        (["PYTHONPATH", "PATH"], ["PYTHONPATH"], ["PATH"]),
+        (["Path"], ["PATH"], ["Path"]),  # nor another spelling
+    ],
+)
+def test_refused_overrides_honours_the_environments_allowance(
+    names: list[str], allowed: list[str], refused: list[str]
+) -> None:
+    assert list(refused_overrides(names, allowed)) == refused
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"A=B": "x"}, "'A=B' is not a valid environment variable name"),
+        ({"": "x"}, "'' is not a valid"),
+        ({"A\x00": "x"}, "is not a valid"),
+        ({"A": "x\x00y"}, "config value of A must be text without NUL"),
+        ({"A": 3}, "config value of A must be text"),
+        ({3: "x"}, "3 is not a valid"),
+    ],
+)
+def test_validate_overrides_refuses_what_cannot_be_an_environment(
+    overrides: dict[object, object], needle: str
+) -> None:
+    with pytest.raises(UsageError, match=re.escape(needle)):
+        validate_overrides(overrides)  # type: ignore[arg-type]
+
+
+def test_validate_overrides_keeps_equals_signs_in_values() -> None:
+    assert validate_overrides({"URL": "http://x/?a=b"}) == {"URL": "http://x/?a=b"}

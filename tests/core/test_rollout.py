@@ -3,11 +3,21 @@ rollback, verification and clean-up (core/rollout.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
 
-from conveyor.core.rollout import PREVIEW_FAILURE_LIMIT, decide, detect_failure, manual_abort
+from conveyor.core.model import InstanceObservation, VersionCounters
+from conveyor.core.rollout import (
+    PREVIEW_FAILURE_LIMIT,
+    RESTORE_BACKOFF,
+    decide,
+    detect_failure,
+    error_rate_abort,
+    manual_abort,
+    restore,
+)
 from conveyor.core.state import (
     Abort,
     Action,
@@ -21,8 +31,10 @@ from conveyor.core.state import (
     SetWeights,
     StartInstances,
     StopInstances,
+    TrafficWindow,
     Wait,
 )
+from conveyor.core.traffic import window
 
 from .builders import (
     NEW,
@@ -118,15 +130,18 @@ OK_NEW = news(True, False)
 P, V = progressing(), verifying()
 
 # id: (observations, status, seconds after T0, reason or None); limits: 2 restarts,
-# error rate > 5% of at least 20 requests, 60 s without progress, 3 failed previews.
+# error rate evidently > 5% (core.judge) in windows of at least 20 requests, 60 s without
+# progress, 3 failed previews.
 TRIGGERS: dict[str, tuple[Observations, RolloutStatus, float, str | None]] = {
     "restarts-below-limit": (observe(news(False, restarts=1)), P, 1, None),
     "restarts-at-limit": (observe(news(False, restarts=2)), P, 1, "crash-loop"),
     "crash-loop-verifying": (observe((inst("n1"), inst("n2", restarts=7))), V, 11, "crash-loop"),
     "too-few-requests": (observe(OK_NEW, traffic=(19, 19)), P, 1, None),
     "rate-at-threshold": (observe(OK_NEW, traffic=(20, 1)), P, 1, None),
-    "rate-above-threshold": (observe(OK_NEW, traffic=(20, 2)), P, 1, "error-rate"),
-    "error-rate-verifying": (observe(OK_NEW, traffic=(1000, 51)), V, 11, "error-rate"),
+    "rate-above-threshold": (observe(OK_NEW, traffic=(20, 4)), P, 1, "error-rate"),
+    "rate-above-threshold-not-evident": (observe(OK_NEW, traffic=(20, 2)), P, 1, None),
+    "error-rate-verifying": (observe(OK_NEW, traffic=(1000, 80)), V, 11, "error-rate"),
+    "just-above-in-many-not-evident": (observe(OK_NEW, traffic=(1000, 51)), V, 11, None),
     "deadline-not-exceeded": (observe(OK_NEW), P, 60, None),
     "deadline-exceeded": (observe(OK_NEW), P, 60.5, "progress-deadline"),
     "deadline-from-last-progress": (observe(OK_NEW), P.evolve(progress_at=T0 + 50), 100, None),
@@ -151,6 +166,18 @@ TRIGGERS: dict[str, tuple[Observations, RolloutStatus, float, str | None]] = {
         P.evolve(preview_failures=9),
         500,
         "progress-deadline",
+    ),
+    "launch-failed": (
+        dataclasses.replace(observe(OK_NEW), launch_failure="secret X is not set"),
+        P,
+        1,
+        "launch-failed",
+    ),
+    "launch-failed-first": (  # it can never start: no need to wait for anything else
+        dataclasses.replace(observe(news(False, restarts=3)), launch_failure="no such program"),
+        V,
+        1,
+        "launch-failed",
     ),
 }
 
@@ -191,7 +218,10 @@ def test_error_rate_evidence() -> None:
     obs = observe(OK_NEW, traffic=(40, 10))
     abort = detect_failure(spec(error_rate=0.05, min_requests=20), progressing(), obs, T0)
     assert abort is not None
-    assert abort.message == "25.0% of 40 requests to the new version failed over 10.0s (limit 5.0%)"
+    assert abort.message == (
+        "25.0% of 40 requests to the new version failed over 10.0s "
+        "(limit 5.0%; P(rate > 5.0%) = 1.000, needed 0.939)"
+    )
     assert abort.evidence == {
         "requests": 40,
         "errors": 10,
@@ -199,7 +229,49 @@ def test_error_rate_evidence() -> None:
         "threshold": 0.05,
         "window_seconds": 10.0,
         "min_requests": 20,
+        "look": 1.0,  # no lifetime count: judged as the version's first window
+        "fail_at": 0.939207,
+        "probability_above": 0.999992,
+        "test": "beta posterior P(rate > limit), Jeffreys prior, alpha spent per window",
     }
+
+
+def test_error_rate_one_failed_request_never_rolls_back() -> None:
+    """The sequential trigger needs two failures, whatever the window holds."""
+    for requests in (1, 2, 5, 40):
+        obs = observe(OK_NEW, traffic=(requests, 1))
+        assert detect_failure(spec(), progressing(), obs, T0) is None
+
+
+def test_error_rate_two_failures_in_a_young_window_roll_back_at_once() -> None:
+    """20% errors at 5% of 50 req/s: two errors among its first ten requests are enough."""
+    obs = observe(OK_NEW, traffic=(10, 2))
+    abort = detect_failure(spec(), progressing(), obs, T0)
+    assert abort is not None and abort.reason == "error-rate"
+    assert abort.evidence["min_requests"] == 1  # the default: no fixed count to wait for
+
+
+def test_error_rate_an_old_version_needs_more_evidence() -> None:
+    """The same window, for a version that has served 60 windows' worth: not a rollback."""
+    young = TrafficWindow(20, 4, 10.0, lifetime_requests=20)
+    old = TrafficWindow(20, 4, 10.0, lifetime_requests=1200)
+    rollout = spec()
+    assert detect_failure(rollout, progressing(), observe(OK_NEW, traffic=None), T0) is None
+    assert error_rate_abort(rollout.triggers, young, T0) is not None
+    abort = error_rate_abort(rollout.triggers, old, T0)
+    assert abort is None
+    outage = error_rate_abort(rollout.triggers, TrafficWindow(20, 15, 10.0, 1200), T0)
+    assert outage is not None and outage.evidence["look"] == 60.0
+
+
+def test_error_rate_window_carries_the_version_lifetime() -> None:
+    samples = [
+        (T0, VersionCounters(requests=1000, responses_5xx=5)),
+        (T0 + 10, VersionCounters(requests=1020, responses_5xx=9)),
+    ]
+    traffic = window(samples, T0 + 10, 10.0)
+    assert traffic == TrafficWindow(20, 4, 10.0, lifetime_requests=1020)
+    assert error_rate_abort(spec().triggers, traffic, T0 + 10) is None  # 51st window
 
 
 def test_progress_deadline_evidence() -> None:
@@ -225,7 +297,7 @@ def test_a_trigger_turns_the_rollout_around_and_restores_traffic_at_once() -> No
     assert d.status.message.startswith("rolling back to r1: 100.0% of 50 requests")
     assert kinds(d.events) == [
         "instance.ready",
-        "verification.failed",
+        "release.aborted",
         "rollback.started",
         "traffic.switched",
     ]
@@ -333,7 +405,7 @@ def test_first_release_rollback_stops_new_then_fails() -> None:
     assert d.status.weights == {}
     assert d.status.phase is Phase.ROLLING_BACK
     assert d.status.message.startswith("rolling back to nothing (first release)")
-    assert kinds(events)[-3:] == ["verification.failed", "rollback.started", "instances.stopped"]
+    assert kinds(events)[-3:] == ["release.aborted", "rollback.started", "instances.stopped"]
     d2 = decide(rollout, d.status, observe(), T0 + 6)
     assert d2.action == Wait("failed; there is no earlier release to return to")
     assert d2.status.phase is Phase.FAILED
@@ -355,10 +427,37 @@ def test_manual_abort_takes_the_same_path() -> None:
     d = manual_abort(rollout, status, obs, "alice", T0 + 7)
     assert d.action == SetWeights({OLD: 100})
     assert d.status.abort == Abort("manual", "rollback requested by alice", T0 + 7, actor="alice")
-    assert kinds(d.events) == ["verification.failed", "rollback.started", "traffic.switched"]
+    assert kinds(d.events) == ["release.aborted", "rollback.started", "traffic.switched"]
     assert d.events[0].details["actor"] == "alice"
     d2 = decide(rollout, d.status, obs, T0 + 8)
     assert d2.action == StartInstances(OLD, 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "rolls_back"),
+    [
+        (progressing(weights={NEW: 1, OLD: 1}, ready_seen=("n1",)), True),
+        (verifying(), True),
+        (progressing(phase=Phase.ROLLING_BACK), False),  # already on its way back
+        (progressing(phase=Phase.SUCCEEDED), False),  # finished before the request arrived
+    ],
+)
+def test_a_rollback_requested_through_the_store_is_a_manual_abort(
+    status: RolloutStatus, rolls_back: bool
+) -> None:
+    """A standby server writes ``rollback_requested``; the driving server's decide carries
+    it out as the same manual abort, and clears it either way."""
+    rollout = spec("rolling", stable_desired=2)
+    obs = observe(news(True, False), olds(True))
+    d = decide(rollout, status.evolve(rollback_requested="alice"), obs, T0 + 7)
+    assert d.status.rollback_requested is None
+    if rolls_back:
+        assert d == manual_abort(rollout, status, obs, "alice", T0 + 7)
+    else:
+        assert d == decide(rollout, status, obs, T0 + 7)
+    assert "rollback_requested" not in status.to_json()
+    requested = status.evolve(rollback_requested="alice")
+    assert RolloutStatus.from_json(requested.to_json()) == requested
 
 
 def test_manual_abort_of_a_switched_blue_green_is_a_traffic_switch() -> None:
@@ -478,3 +577,68 @@ def test_clean_up_resumes_from_the_stored_deadline() -> None:
     back = RolloutStatus.from_json(status.to_json())
     d = decide(spec("blue_green"), back, observe(news(True), olds(True)), T0 + 40)
     assert isinstance(d.action, StopInstances)
+
+
+# --- restore: the last succeeded release kept at its size -----------------------------------
+
+
+def _inst(version: str, state: str, n: int) -> InstanceObservation:
+    return InstanceObservation(
+        instance_id=f"{version}-{n}",
+        service="s",
+        env="e",
+        version=version,
+        revision=1,
+        host="127.0.0.1",
+        port=1000 + n,
+        pid=n,
+        state=state,  # type: ignore[arg-type]
+        ready=state == "running",
+        restarts=0,
+        started_at=0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("instances", "desired", "last", "expected"),
+    [
+        pytest.param([], 2, None, StartInstances("v1", 2), id="after-down"),
+        pytest.param([_inst("v1", "running", 1)], 2, None, StartInstances("v1", 1), id="one-lost"),
+        pytest.param(
+            [_inst("v1", "running", 1), _inst("v1", "running", 2)], 2, None, None, id="complete"
+        ),
+        pytest.param(
+            [_inst("v1", "backoff", 1), _inst("v1", "starting", 2)],
+            2,
+            None,
+            None,
+            id="coming-back",
+        ),
+        pytest.param(
+            [_inst("v1", "failed", 1), _inst("v1", "stopped", 2)],
+            2,
+            None,
+            StartInstances("v1", 2),
+            id="gone",
+        ),
+        pytest.param([_inst("v0", "running", 1)], 1, None, StartInstances("v1", 1), id="others"),
+        pytest.param([], 2, 100.0, None, id="backing-off"),
+        pytest.param([], 2, 100.0 - RESTORE_BACKOFF, StartInstances("v1", 2), id="backoff-over"),
+    ],
+)
+def test_restore(
+    instances: list[InstanceObservation],
+    desired: int,
+    last: float | None,
+    expected: StartInstances | None,
+) -> None:
+    assert restore("v1", desired, instances, last_restore=last, now=100.0) == expected
+
+
+def test_a_launch_failure_rolls_back_with_the_runtimes_reason() -> None:
+    obs = dataclasses.replace(observe(news(True)), launch_failure="secret DB reads $X, unset")
+    d = decide(spec(), progressing(), obs, T0 + 2)
+    assert d.status.phase is Phase.ROLLING_BACK
+    failed = next(e for e in d.events if e.kind == "release.aborted")
+    assert failed.details["reason"] == "launch-failed"
+    assert "secret DB reads $X, unset" in failed.details["message"]

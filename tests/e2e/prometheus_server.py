@@ -32,8 +32,15 @@ def free_port() -> int:
 class PrometheusServer:
     """Scrapes `targets` ("host:port" serving /metrics) every second."""
 
-    def __init__(self, workdir: Path, targets: list[str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        port: int | None = None,
+        token_file: Path | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.token_file = token_file
         self.targets = targets
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -49,7 +56,12 @@ class PrometheusServer:
             "scrape_configs:\n"
             "  - job_name: conveyor\n"
             "    metrics_path: /metrics\n"
-            f"    static_configs: [{{targets: [{quoted}]}}]\n"
+            + (
+                f"    authorization: {{credentials_file: '{self.token_file}'}}\n"
+                if self.token_file
+                else ""
+            )
+            + f"    static_configs: [{{targets: [{quoted}]}}]\n"
         )
         with (self.workdir / "prometheus.log").open("ab") as log:
             self.process = subprocess.Popen(

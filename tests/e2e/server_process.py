@@ -13,10 +13,15 @@ from typing import Any
 
 import httpx
 
+from conveyor.runtime.local.procfs import STATE_DIR_VAR
+
 
 class ServerProcess:
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Path, env: dict[str, str] | None = None, log_name: str = "server-test.log"
+    ) -> None:
         self.root = root
+        self.log_name = log_name
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -24,7 +29,7 @@ class ServerProcess:
     def start(self, timeout: float = 20) -> None:
         info = self.root / ".conveyor" / "server.json"
         info.unlink(missing_ok=True)
-        with (self.root / "server-test.log").open("ab") as log:
+        with (self.root / self.log_name).open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "conveyor", "-C", str(self.root), "server"],
                 stdout=log,
@@ -35,8 +40,13 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_tail()
-            if info.exists():
-                self.url = json.loads(info.read_text())["url"]
+            try:
+                published = json.loads(info.read_text())
+            except (OSError, ValueError):  # not there yet, or being written
+                published = {}
+            # servers sharing a store on one host share the file: wait for this one's entry
+            if published.get("pid") == self.process.pid:
+                self.url = published["url"]
                 try:
                     if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
                         return
@@ -59,23 +69,62 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait(5)
 
+    def down(self) -> dict[str, Any]:
+        """`conveyor down`: the server, then the router process and every instance (stopping
+        the server alone leaves the data plane running)."""
+        self.stop()
+        out = subprocess.run(
+            [sys.executable, "-m", "conveyor", "-C", str(self.root), "down", "--json"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        return dict(json.loads(out.stdout))
+
     def log_tail(self) -> str:
-        path = self.root / "server-test.log"
+        path = self.root / self.log_name
         return path.read_text()[-3000:] if path.exists() else ""
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The admin token the server made for the local user at its first start."""
+        token = (self.root / ".conveyor" / "admin.token").read_text().strip()
+        return {"authorization": f"Bearer {token}"}
+
     def get(self, path: str, **params: Any) -> Any:
-        response = httpx.get(f"{self.url}{path}", params=params, timeout=10)
+        response = httpx.get(f"{self.url}{path}", params=params, timeout=10, headers=self.headers)
         response.raise_for_status()
         return response.json()
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        response = httpx.post(f"{self.url}{path}", json=body, timeout=30)
+        response = httpx.post(f"{self.url}{path}", json=body, timeout=30, headers=self.headers)
         assert response.status_code < 300, response.text
         return response.json()
 
 
-def project_processes(project: str) -> list[int]:
-    """Pids of live processes whose environment names this project (instances)."""
+def router_pid(root: Path) -> int | None:
+    """The pid of the project's router process, if one runs (its lock is held)."""
+    from conveyor.traffic.builtin.files import RouterPaths, lock_held, read_state
+
+    paths = RouterPaths.of(root / ".conveyor" / "routers")
+    if not lock_held(paths.lock):
+        return None
+    state = read_state(paths) or {}
+    pid = state.get("pid")
+    return pid if isinstance(pid, int) else None
+
+
+def project_processes(where: Path | str) -> list[int]:
+    """Pids of live instance processes of one project: those whose runtime state dir lies
+    under ``where`` (a project directory), or, given a name, those of the project of that
+    name (use a name no other test uses: tests and test runs on one machine run at once)."""
+    wanted = (
+        (lambda item: item.startswith(f"{STATE_DIR_VAR}={where.resolve()}/".encode()))
+        if isinstance(where, Path)
+        else (lambda item: item == f"CONVEYOR_PROJECT={where}".encode())
+    )
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -87,7 +136,7 @@ def project_processes(project: str) -> list[int]:
             continue
         if stat.rsplit(")", 1)[-1].split()[0] == "Z":
             continue
-        if f"CONVEYOR_PROJECT={project}".encode() in environ.split(b"\0"):
+        if any(wanted(item) for item in environ.split(b"\0")):
             pids.append(int(entry.name))
     return pids
 

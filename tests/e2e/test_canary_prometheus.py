@@ -107,10 +107,13 @@ def test_prometheus_analysis_promotes_a_good_canary_and_aborts_a_bad_one(tmp_pat
     prometheus: PrometheusServer | None = None
     load: LoadThread | None = None
     try:
-        v1 = build(tmp_path)
         server.start(timeout=30)
+        v1 = build(tmp_path)  # the CLI hands the artifact to the server
         prometheus = PrometheusServer(
-            tmp_path / "prometheus", [server.url.removeprefix("http://")], prometheus_port
+            tmp_path / "prometheus",
+            [server.url.removeprefix("http://")],
+            prometheus_port,
+            token_file=tmp_path / ".conveyor" / "admin.token",
         )
         prometheus.start()
         prometheus.wait_targets_up()
@@ -179,7 +182,7 @@ def test_prometheus_analysis_promotes_a_good_canary_and_aborts_a_bad_one(tmp_pat
             load.stop()
         if prometheus is not None:
             prometheus.stop()
-        server.stop()
-    assert project_processes(project) == [], "server stop must stop every instance"
+        server.down()
+    assert project_processes(tmp_path) == [], "`conveyor down` must stop every instance"
     assert prometheus is not None and prometheus.process is not None
     assert prometheus.process.poll() is not None, "prometheus must be stopped"

@@ -30,7 +30,7 @@ CASES = [
     ("staging", "verification.started", None, "succeeded"),
     ("production", "instances.started", None, "succeeded"),
     ("production", "traffic.switched", None, "succeeded"),
-    ("production", "verification.failed", {"FAULT_ERROR_RATE": "0.6"}, "rolled_back"),
+    ("production", "release.aborted", {"FAULT_ERROR_RATE": "0.6"}, "rolled_back"),
     ("production", "rollback.started", {"FAULT_CRASH_AFTER": "1"}, "rolled_back"),
 ]
 
@@ -59,6 +59,21 @@ def _wait_final(server: ServerProcess, release_id: int, timeout: float = 60) -> 
     )
 
 
+def _described(pids: list[int]) -> list[str]:
+    """Each process as pid, instance tag and command line: which instance an extra one is."""
+    out = []
+    for pid in pids:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        tags = [e.decode(errors="replace") for e in environ if e.startswith(b"CONVEYOR_INSTANCE")]
+        out.append(f"{pid} ppid={stat[1]} {tags} {cmdline.decode(errors='replace')[:80]}")
+    return out
+
+
 def _port(server: ServerProcess, env: str) -> int:
     row = server.get("/api/v1/status", env=env)["services"][0]
     return int(row["address"].rsplit(":", 1)[1])
@@ -80,8 +95,8 @@ def test_sigkill_mid_rollout_converges(
     )
     server = ServerProcess(tmp_path)
     try:
-        v1 = build(tmp_path)
         server.start()
+        v1 = build(tmp_path)  # the CLI hands the artifact to the server
         r1 = server.post("/api/v1/releases", {"service": "catalog", "env": env, "artifact": v1})
         assert _wait_final(server, r1["id"])["phase"] == "succeeded"
         # Users keep calling through the stable address (the error-rate trigger needs them).
@@ -95,7 +110,7 @@ def test_sigkill_mid_rollout_converges(
         )
         _wait_for_event(server, r2["id"], kill_after)
         server.kill()
-        survivors = project_processes("crashtest")
+        survivors = project_processes(tmp_path)
         assert survivors, "instances must outlive a killed server"
         server.start()
         final = _wait_final(server, r2["id"])
@@ -111,13 +126,13 @@ def test_sigkill_mid_rollout_converges(
                 len(instances) == 2
                 and {i["revision"] for i in instances} == {want_revision}
                 and all(i["ready"] for i in instances)
-                and len(project_processes("crashtest")) == 2
+                and len(project_processes(tmp_path)) == 2
             ):
                 break
             time.sleep(0.1)
         else:
             raise AssertionError(
-                f"did not converge: {instances} procs={project_processes('shoptest')}"
+                f"did not converge: {instances} procs={_described(project_processes(tmp_path))}"
             )
         answer = httpx.get(rows[0]["address"] + "/", timeout=5)
         assert answer.status_code == 200
@@ -125,5 +140,5 @@ def test_sigkill_mid_rollout_converges(
         check = server.get("/api/v1/events")["events"]
         assert check
     finally:
-        server.stop()
-    assert project_processes("crashtest") == [], "server stop must stop every instance"
+        server.down()
+    assert project_processes(tmp_path) == [], "`conveyor down` must stop every instance"

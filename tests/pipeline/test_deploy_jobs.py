@@ -83,7 +83,7 @@ def test_a_deploy_that_cannot_know_what_it_releases_is_refused_at_plan_time(
         ({"run": "true", "build": "x"}, "this one has run and build"),
         ({"deploy": {"env": "s"}, "gate": "secret-scan"}, "this one has gate and deploy"),
         ({"build": "x", "matrix": {"a": [1, 2]}}, "a build job has no matrix"),
-        ({"deploy": {"env": "s", "timeout": "soon"}}, "not a duration"),
+        ({"deploy": {"env": "s", "timeout": "soon"}}, "expected a duration"),
         ({"deploy": {"env": "s", "enviroment": "x"}}, "enviroment"),
     ],
 )

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.config.loader import load_project
+from conveyor.config.pipeline import PipelineSpec
 from conveyor.pipeline.plan import RunContext
 from conveyor.pipeline.runner import run_pipeline
-from conveyor.pipeline.templates import load_pipeline
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"
 COMMITTED = ("billing", "catalog", "search")
@@ -31,6 +32,10 @@ def fleet(tmp_path: Path) -> Path:
         config = root / name / "conveyor.yaml"
         config.write_text(config.read_text().replace("billing", name))
     return root
+
+
+def load_pipeline(config: Path) -> PipelineSpec | None:
+    return load_project(config).config.pipeline
 
 
 def services(root: Path) -> list[Path]:
@@ -82,7 +87,6 @@ def test_search_overrides_only_what_it_names(fleet: Path) -> None:
 
 
 def test_the_shop_pipeline_builds_each_service_once_and_deploys_it_in_order() -> None:
-    from conveyor.config.loader import load_project
     from conveyor.pipeline.plan import build_plan
 
     config = EXAMPLES.parent / "shop" / "conveyor.yaml"

@@ -1,12 +1,13 @@
-"""Export and job selection are pure functions of the spec."""
+"""Export and job selection are pure functions of the spec; exports are pinned, least-privilege."""
 
 from __future__ import annotations
 
 import pytest
 from ruamel.yaml import YAML
 
+from conveyor import __version__
+from conveyor.config.pipeline import PipelineSpec
 from conveyor.pipeline.export import export, github_id
-from conveyor.pipeline.model import PipelineSpec
 from conveyor.pipeline.plan import PipelineError
 from conveyor.pipeline.select import only_job, until_job
 
@@ -65,3 +66,26 @@ def test_a_deploy_job_runs_until_itself_in_ci_because_the_artifact_is_local() ->
     assert github["jobs"]["pinned"]["steps"][-1]["run"] == "conveyor run --job pinned"
     gitlab = YAML(typ="safe").load(export(spec, "gitlab-ci"))
     assert gitlab["staging"]["script"][-1] == "conveyor run --until staging"
+
+
+def test_the_install_is_pinned_to_this_version_unless_overridden() -> None:
+    github = YAML(typ="safe").load(export(SPEC, "github-actions"))
+    gitlab = YAML(typ="safe").load(export(SPEC, "gitlab-ci"))
+    pinned = f"pip install conveyor=={__version__}"
+    for job in github["jobs"].values():
+        assert {"run": pinned} in job["steps"]
+    for name in SPEC.jobs:
+        assert gitlab[name]["script"][0] == pinned
+    custom = "pip install 'conveyor @ git+https://example.invalid/conveyor@0123abcd'"
+    overridden = YAML(typ="safe").load(export(SPEC, "github-actions", install=custom))
+    assert {"run": custom} in overridden["jobs"]["build"]["steps"]
+
+
+def test_github_workflows_get_a_read_only_token_that_jobs_cannot_pick_up() -> None:
+    github = YAML(typ="safe").load(export(SPEC, "github-actions"))
+    assert github["permissions"] == {"contents": "read"}
+    for job in github["jobs"].values():
+        assert "permissions" not in job  # no job needs more than the workflow grants
+        checkout = job["steps"][0]
+        assert checkout["uses"].startswith("actions/checkout@")
+        assert checkout["with"] == {"fetch-depth": 0, "persist-credentials": False}

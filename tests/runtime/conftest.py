@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.core.model import InstanceSpec, ProbeSpec
+from conveyor.core.model import InstanceSpec, ProbeSpec, SecretRef
 from conveyor.runtime.local import procfs
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
@@ -43,6 +43,7 @@ def catalog_spec(
     stop_grace: float = 5.0,
     env: str = "dev",
     artifact_dir: Path = CATALOG,
+    secrets: Mapping[str, SecretRef] | None = None,
 ) -> InstanceSpec:
     return InstanceSpec(
         instance_id=instance_id,
@@ -62,6 +63,7 @@ def catalog_spec(
         readiness=readiness,
         liveness=liveness,
         stop_grace=stop_grace,
+        secrets=dict(secrets or {}),
     )
 
 

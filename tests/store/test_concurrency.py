@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from conveyor.core.state import Phase, RolloutStatus
 from conveyor.errors import Conflict
 from conveyor.store import NewEvent, Store
 
@@ -90,9 +91,9 @@ def test_racing_controllers_each_update_applies_exactly_once(database_url: str) 
                 try:
                     store.update_release(
                         release.id,
-                        status={"by": n, "count": applied[n]},
-                        phase="progressing",
-                        done=False,
+                        status=RolloutStatus(
+                            phase=Phase.PROGRESSING, step_index=applied[n], message=f"c{n}"
+                        ),
                         expected_version=current.status_version,
                         actor=f"c{n}",
                         events=[NewEvent("step.started", {"by": n})],
@@ -104,6 +105,8 @@ def test_racing_controllers_each_update_applies_exactly_once(database_url: str) 
         run_threads(3, controller)
         final = store.get_release(release.id)
         assert final.status_version == 1 + 30
+        assert final.status.phase == Phase.PROGRESSING and final.status.step_index == 9
+        assert not final.done
         steps = [e for e in store.events(release_id=release.id) if e.kind == "step.started"]
         assert len(steps) == 30
         assert_one_gapless_chain(store, 2 + 30)

@@ -91,7 +91,7 @@ def test_open_migrates_to_head_and_is_idempotent(database_url: str) -> None:
     first.close()
     engine = create_engine(database_url)
     try:
-        assert current_revision(engine) == head_revision() == "0001"
+        assert current_revision(engine) == head_revision() == "0009"
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM ledger_head")).scalar() == 1
     finally:

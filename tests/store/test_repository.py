@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import sqlalchemy as sa
 
@@ -16,9 +18,10 @@ from .helpers import FakeClock, artifact, digest_of, free_port
 def test_record_artifact_round_trips_and_logs_once(store: Store) -> None:
     original = artifact("a")
     stored = store.record_artifact(original, actor="alice")
-    assert stored == original
+    assert stored == dataclasses.replace(original, services=("catalog",))
+    assert store.get_artifact(original.digest) == stored
     again = store.record_artifact(original, actor="bob")
-    assert again == original
+    assert again == stored
     built = [e for e in store.events() if e.kind == "artifact.built"]
     assert len(built) == 1
     assert built[0].actor == "alice"
@@ -28,14 +31,22 @@ def test_record_artifact_round_trips_and_logs_once(store: Store) -> None:
 
 def test_an_existing_digest_is_never_overwritten(store: Store) -> None:
     first = store.record_artifact(artifact("a"), actor="alice")
-    impostor = artifact("a", service="other", created_at=99.0)
-    assert store.record_artifact(impostor, actor="mallory") == first
-    assert store.get_artifact(first.digest).service == "catalog"
+    impostor = dataclasses.replace(
+        artifact("a", service="other", created_at=99.0), commit="f" * 40, size=1, files=1
+    )
+    again = store.record_artifact(impostor, actor="mallory")
+    # The bytes keep the facts of their first build; the new service is only added beside them.
+    assert again == dataclasses.replace(first, services=("catalog", "other"))
+    stored = store.get_artifact(first.digest)
+    assert (stored.service, stored.commit, stored.size, stored.created_at) == (
+        "catalog",
+        first.commit,
+        first.size,
+        first.created_at,
+    )
 
 
 def test_record_artifact_refuses_a_malformed_digest(store: Store) -> None:
-    import dataclasses
-
     bad = dataclasses.replace(artifact("a"), digest="md5:abc")
     with pytest.raises(Refused) as info:
         store.record_artifact(bad, actor="alice")

@@ -150,6 +150,30 @@ def test_compiled_table_follows_weights_and_round_robins() -> None:
     )
 
 
+@given(
+    st.lists(st.tuples(st.integers(1, 100), st.integers(1, 4)), min_size=2, max_size=5),
+    st.integers(0, 2**32),
+)
+def test_compiled_table_decides_exactly_as_the_pure_rules(
+    spec: list[tuple[int, int]], seed: int
+) -> None:
+    """The hot path inlines ``pick`` and ``next_round_robin``: it must agree with them."""
+    pools = [_pool(f"v{i}", weight, count) for i, (weight, count) in enumerate(spec)]
+    table = _compiled(pools)
+    points = random.Random(seed)
+    table.random = points.random
+    mirror = random.Random(seed)
+    plan = weight_plan(pools)
+    cursors = [0] * len(pools)
+    for _ in range(50):
+        chosen = table.choose()
+        expected = plan.indices[pick(plan.cumulative, mirror.random() * plan.cumulative[-1])]
+        assert chosen is not None and chosen.version == f"v{expected}"
+        backend = chosen.next_backend()
+        assert backend.instance_id == f"v{expected}-{cursors[expected]}"
+        cursors[expected] = next_round_robin(cursors[expected], spec[expected][1])
+
+
 def test_compiled_table_without_eligible_pool_chooses_nothing() -> None:
     assert _compiled([]).choose() is None
     assert _compiled([_pool("v1", 0, 2), _pool("v2", 10, 0)]).choose() is None

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from conveyor.traffic.builtin import NO_VERSION
+from conveyor.traffic.builtin import NO_VERSION, RouterLimits
 
 from ._support import (
     ENV,
@@ -458,7 +458,8 @@ def test_unsupported_or_malformed_requests_get_a_clean_error(raw: bytes, status:
 def test_request_larger_than_the_limit_gets_413() -> None:
     async def body() -> None:
         v1 = await TestBackend("v1").start()
-        async with routed(table(("v1", 1, [v1])), max_request_bytes=10_000) as (_, port):
+        limits = RouterLimits(max_body_bytes=10_000)
+        async with routed(table(("v1", 1, [v1])), limits=limits) as (_, port):
             conn = await RawClient.connect(port)
             await conn.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 50000\r\n\r\n")
             await conn.send(b"x" * 20_000)

@@ -9,9 +9,9 @@ import socket
 import pytest
 
 from conveyor.core.model import Backend, Pool, RouteTable
-from conveyor.errors import Conflict, NotFound
+from conveyor.errors import Conflict, Fenced, NotFound
 from conveyor.traffic.base import TrafficRouter
-from conveyor.traffic.builtin import PREVIEW_VERSION, BuiltinRouter
+from conveyor.traffic.builtin import PREVIEW_VERSION, BuiltinRouter, RouterLimits
 
 from ._support import ENV, SERVICE, RawClient, TestBackend, get, routed, run, table, wait_until
 
@@ -173,8 +173,9 @@ def test_close_lets_requests_in_flight_finish() -> None:
 def test_idle_connections_expire_on_both_sides() -> None:
     async def body() -> None:
         v1 = await TestBackend("v1").start()
-        options = {"upstream_idle_timeout": 0.2, "client_idle_timeout": 0.4}
-        async with routed(table(("v1", 1, [v1])), **options) as (_, port):
+        limits = RouterLimits(idle_timeout=0.4)
+        route = table(("v1", 1, [v1]))
+        async with routed(route, upstream_idle_timeout=0.2, limits=limits) as (_, port):
             conn = await RawClient.connect(port)
             assert (await conn.request()).status == 200
             assert len(v1.open) == 1
@@ -184,5 +185,34 @@ def test_idle_connections_expire_on_both_sides() -> None:
             assert (await get(port)).status == 200  # a new connection is opened as needed
             assert v1.connections == 2
         await v1.stop()
+
+    run(body)
+
+
+def test_a_table_from_an_older_lease_epoch_is_refused_and_unserve_frees_the_port() -> None:
+    """Fencing (core/leases.py): the router obeys the newest epoch it has seen per route."""
+
+    async def body() -> None:
+        v1 = await TestBackend("v1").start()
+        v2 = await TestBackend("v2").start()
+        router = BuiltinRouter()
+        await router.serve(SERVICE, ENV, "127.0.0.1", 0, None)
+        port = router.bound_port(SERVICE, ENV)
+        router.apply(SERVICE, ENV, RouteTable(table(("v1", 1, [v1])).pools, epoch=2))
+        with pytest.raises(Fenced, match=r"epoch 1.*epoch 2"):
+            router.apply(SERVICE, ENV, RouteTable(table(("v2", 1, [v2])).pools, epoch=1))
+        assert (await get(port)).body == b"v1"  # the refused table changed nothing
+        router.apply(SERVICE, ENV, RouteTable(table(("v2", 1, [v2])).pools, epoch=3))
+        assert (await get(port)).body == b"v2"
+        router.apply(SERVICE, "other", RouteTable(table(("v1", 1, [v1])).pools, epoch=1))
+        router.unserve(SERVICE, ENV)  # the lease was lost: the port is the new leader's
+        other = BuiltinRouter()
+        await other.serve(SERVICE, ENV, "127.0.0.1", port, None)
+        other.apply(SERVICE, ENV, RouteTable(table(("v1", 1, [v1])).pools, epoch=4))
+        assert (await get(port)).body == b"v1"
+        await other.close()
+        await router.close()
+        await v1.stop()
+        await v2.stop()
 
     run(body)

@@ -38,9 +38,10 @@ def test_config_carries_the_promised_behaviour(tmp_path: Path) -> None:
     for line in (
         "nbthread 1",
         "expose-fd listeners",
-        "retries 2",
-        "option redispatch",
-        "retry-on conn-failure empty-response response-timeout",
+        "retries 1",
+        "option redispatch 1",
+        "retry-on conn-failure empty-response response-timeout 500 502 503 504",
+        "http-request disable-l7-retry unless METH_GET || METH_OPTIONS",
         "http-reuse safe",
         "option http-keep-alive",
         "timeout connect 2000ms",

@@ -182,7 +182,8 @@ def test_counters_match_what_was_sent_and_prometheus_uses_the_builtin_names(
                 path = (
                     "/status/500" if index % 30 == 0 else "/status/404" if index % 7 == 0 else "/"
                 )
-                await client.request("GET", path)
+                # a GET answered 500 would be retried on another server (retry-on): POST
+                await client.request("POST" if index % 30 == 0 else "GET", path)
             await client.close()
             router.apply(SERVICE, ENV, table(("v1", 0, [v1]), ("v2", 0, [v2])))
             for _ in range(3):  # nothing eligible: HAProxy's own 503, counted under "-"
@@ -453,5 +454,43 @@ def test_more_instances_than_spare_slots_join_live_without_failing_anyone(
             assert router.worker_pid == worker  # no reload
             serving = {n for n, s in router.servers(SERVICE, ENV).items() if s.spec}
             assert {"s17", "s18"} <= serving and len(serving) == 18
+
+    run(body)
+
+
+def test_a_detached_router_leaves_haproxy_serving_for_the_next_one(tmp_path: Path) -> None:
+    """A server stopping gracefully (SIGTERM) detaches: HAProxy keeps serving under load,
+    and the next router adopts master and worker as they are."""
+
+    async def body() -> None:
+        v1 = await TestBackend("v1").start()
+        first = HAProxyRouter(tmp_path, haproxy=str(HAPROXY))
+        await first.serve(SERVICE, ENV, "127.0.0.1", 0, None)
+        port = first.bound_port(SERVICE, ENV)
+        first.apply(SERVICE, ENV, table(("v1", 1, [v1])))
+        master, worker = first.master_pid, first.worker_pid
+        assert master is not None
+        try:
+            load = LoadGenerator(
+                "127.0.0.1", port, rate=300, connections=4, version_header="x-version"
+            )
+            await load.start()
+            await asyncio.sleep(0.2)
+            await first.detach()
+            assert running(master)
+            await asyncio.sleep(0.3)  # no router at all
+            second = HAProxyRouter(tmp_path, haproxy=str(HAPROXY))
+            await second.serve(SERVICE, ENV, "127.0.0.1", port, None)
+            second.apply(SERVICE, ENV, table(("v1", 1, [v1])))
+            assert (second.master_pid, second.worker_pid) == (master, worker)
+            await asyncio.sleep(0.2)
+            report = await load.stop()
+            assert report.failed == 0, report.errors
+            assert report.by_version == {"v1": report.sent}
+            await second.close()
+            assert not running(master)
+        finally:
+            if running(master):
+                os.kill(master, signal.SIGTERM)
 
     run(body)

@@ -63,6 +63,7 @@ def test_per_version_counters_follow_the_built_in_rules() -> None:
     assert v2.proxy_errors == 4
     assert v2.requests == 1 + 1 + 2 + 2 - 1  # 2xx + 5xx + econ + eresp - counted twice
     assert v2.errors == v2.responses_5xx + v2.proxy_errors
+    assert v2.retried == 199 + 4  # shown, but not errors: HAProxy cannot say which were 5xx
     # backend econ 5 - servers' 2: three requests found no server at all
     assert view["-"].counters().proxy_errors == 3
     assert view["-"].counters().requests == 3

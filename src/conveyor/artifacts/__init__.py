@@ -3,17 +3,36 @@
 ``ArtifactStoreProtocol`` is the seam the controller depends on; ``ArtifactStore`` (the local
 file system under ``.conveyor/``) is the embedded implementation. A remote store (S3, an OCI
 registry) would implement the same five methods.
+
+Building (``build_archive``) is imported by the CLI and CI, which must not load the store's
+or the signing key's code, so ``ArtifactStore`` is resolved on first use rather than on
+import.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.artifacts.archive import ArchiveInfo, create_archive, file_digest
-from conveyor.artifacts.build import BuildResult, ServiceSpec, build_service
+from conveyor.artifacts.build import BuiltArchive, ServiceSpec, build_archive
 from conveyor.artifacts.gitinfo import GitInfo, git_info
-from conveyor.artifacts.store import ArtifactStore
+from conveyor.artifacts.provenance import BuildFacts, WorkspaceFacts
+
+if TYPE_CHECKING:
+    from conveyor.artifacts.store import ArtifactStore
+
+_LAZY = {
+    "ArtifactStore": "conveyor.artifacts.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 class ArtifactStoreProtocol(Protocol):
@@ -42,10 +61,12 @@ __all__ = [
     "ArchiveInfo",
     "ArtifactStore",
     "ArtifactStoreProtocol",
-    "BuildResult",
+    "BuildFacts",
+    "BuiltArchive",
     "GitInfo",
     "ServiceSpec",
-    "build_service",
+    "WorkspaceFacts",
+    "build_archive",
     "create_archive",
     "file_digest",
     "git_info",

@@ -11,6 +11,11 @@ ships.
 Symlinks are kept as links, rewritten relative to their own directory, and only if they point
 inside the base directory: an artifact must carry its contents, not references into the
 machine that built it.
+
+What the archive cannot normalise is the compressor: the gzip stream is Python's ``zlib``
+binding over the system's zlib, and another deflate implementation (zlib-ng, which some
+distributions ship as their zlib) writes other bytes for the same tar. Builders that must
+agree byte for byte need the same zlib, as they need the same compilers.
 """
 
 from __future__ import annotations

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.artifacts import provenance
-from conveyor.artifacts.signing import Keyring, fingerprint, open_envelope, sign_envelope
+from conveyor.artifacts.signing import (
+    Keyring,
+    fingerprint,
+    open_envelope,
+    sign_envelope,
+    subject_service,
+)
 from conveyor.artifacts.store import ArtifactStore
 
 RUN_PREDICATE = "https://conveyor.dev/attestation/pipeline-run/v1"
@@ -116,7 +122,7 @@ def attest_run(
     path = attestations_path(artifacts, digest)
     path.parent.mkdir(parents=True, exist_ok=True)
     # One write of one line with O_APPEND: concurrent runs interleave whole lines, never bytes.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         os.write(fd, line)
         os.fsync(fd)
@@ -126,13 +132,23 @@ def attest_run(
 
 
 def verified_runs(
-    artifacts: ArtifactStore, digest: str, keyring: Keyring | None = None
+    artifacts: ArtifactStore,
+    digest: str,
+    keyring: Keyring | None = None,
+    *,
+    service: str | None = None,
+    recorded_at: float | None = None,
 ) -> Attested:
-    """Every pipeline-run statement about ``digest`` signed by a trusted key, oldest first."""
+    """Every pipeline-run statement about ``digest`` signed by a trusted key, oldest first.
+
+    With ``service``, only statements about the bytes *as that service*: one codebase built
+    as ``web`` and ``worker`` has one digest, and ``web``'s gates must not unlock ``worker``.
+    Statements about other services are skipped, not counted as rejected.
+    """
     path = attestations_path(artifacts, digest)
     if not path.is_file():
         return Attested((), 0)
-    trusted = (keyring or Keyring.of(artifacts)).trusted()
+    trusted = (keyring or Keyring.of(artifacts)).trusted(recorded_at)
     found: list[Mapping[str, Any]] = []
     rejected = 0
     for line in path.read_text(errors="replace").splitlines():
@@ -150,6 +166,8 @@ def verified_runs(
             or digest.removeprefix("sha256:") not in provenance.subject_digests(stmt)
         ):
             rejected += 1
+            continue
+        if service is not None and subject_service(stmt) != service:
             continue
         found.append(stmt)
     found.sort(key=_recorded)

@@ -1,18 +1,27 @@
-"""Building a service: run its command once, archive the outputs, keep the bytes forever.
+"""Building a service: its command in a private workspace, its outputs in one archive.
 
-This is the "build once" half of "build once, promote the same bytes". The build runs in the
-service directory in its own process group, so a timeout kills everything it started, not
-just the shell; its output goes to a log file under ``.conveyor/builds`` (and, optionally, to
-a live callback) because a failing build is only useful with its log.
+This is the "build once" half of "build once, promote the same bytes", and it stops at the
+bytes: ``build_archive`` yields the archive, its digest and the facts its provenance will
+state, and whoever called it hands them on (the CLI uploads them to the server, which keeps
+the bytes, signs the provenance and records the artifact). Nothing here opens the state
+store or touches the signing key -- a build runs on a laptop or in a CI job, and the code
+being vouched for must not hold the key that vouches for it.
 
-Provenance is read from git *before* the command runs: the build may write untracked files
-(bytecode, bundles), and those must not make the record claim the sources were dirty.
+A build takes a slot of the project's build queue (``slots``), copies the project into a
+workspace of its own (``workspace``), runs the command there (``command``) and archives the
+outputs from there (``archive``). So builds running at once never share a directory, never
+archive each other's outputs, and never write into the project tree; the same sources give
+the same digest alone or fifty at once, in a fresh clone or an old one.
 
-Unchanged inputs archive to the same bytes, hence the same digest: the second build stores
-nothing new and reports ``reused=True`` with the record of the first.
+Provenance is read from git (at the project root, the tree the workspace copies) once the
+build has its slot, just before the workspace is made, and the workspace exports exactly
+that commit, so the commit the record names is the one that was built.
 
-Every build signs its provenance (``signing``): the envelope is written before the record, so
-a recorded artifact always has one, and a reused digest keeps the envelope of its first build.
+A service with ``run_as`` is built as that user (``run_as``): its workspace is handed to it
+(``workspace.hand_to``) and the command started as it, so the build cannot read
+``.conveyor/`` or the project's other files beyond the copy; when the command is done the
+tree is reclaimed (``run_as.reclaim``) before it is archived as root, so nothing the build
+left running can swap a file for a link to one only root may read.
 
 The config package is written separately; ``ServiceSpec`` states the little this module
 needs from a service config, so either side can change without importing the other.
@@ -22,32 +31,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
-import shlex
-import signal
-import subprocess
-import tempfile
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from conveyor import __version__
 from conveyor.artifacts.archive import create_archive
+from conveyor.artifacts.command import command_argv, new_log_path, run_command
 from conveyor.artifacts.gitinfo import git_info
+from conveyor.artifacts.globs import Globs
 from conveyor.artifacts.provenance import BuildFacts
-from conveyor.artifacts.signing import sign_build
-from conveyor.artifacts.store import ArtifactStore
-from conveyor.errors import BuildFailed, NotFound
-from conveyor.store import ArtifactRecord, Store
+from conveyor.artifacts.slots import build_slot
+from conveyor.artifacts.workspace import hand_to, populate, private_home, remove_tree
+from conveyor.errors import BuildFailed
+from conveyor.layout import Layout
+from conveyor.run_as import CREATE_HINT, CannotSwitch, User, current, reclaim, require
 
-TAIL_LINES = 30
-_KILL_GRACE = 2.0
-_STRAGGLER_GRACE = 0.5
+ARCHIVE_NAME = "artifact.tar.gz"
 
 
 class BuildSpec(Protocol):
@@ -57,6 +59,8 @@ class BuildSpec(Protocol):
     def outputs(self) -> Sequence[str]: ...
     @property
     def timeout(self) -> float: ...
+    @property
+    def inputs(self) -> Sequence[str] | None: ...
 
 
 class ServiceSpec(Protocol):
@@ -66,248 +70,136 @@ class ServiceSpec(Protocol):
     def path(self) -> str: ...
     @property
     def build(self) -> BuildSpec: ...
+    @property
+    def run_as(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
-class BuildResult:
-    artifact: ArtifactRecord
-    reused: bool
-    duration: float
+class BuiltArchive:
+    """One finished build, before anyone has stored or signed it."""
+
+    service: str
+    digest: str  # "sha256:<hex>" of the archive bytes
+    path: Path  # the archive file; valid only inside build_archive's context manager
+    facts: BuildFacts  # what the signed provenance will state
     log_path: Path
+    duration: float  # seconds, waiting for a slot included
 
 
-def build_service(
-    project_root: Path,
+@contextlib.contextmanager
+def build_archive(
+    layout: Layout,
     service_name: str,
     service: ServiceSpec,
-    store: Store,
-    artifacts: ArtifactStore,
     *,
-    actor: str,
     log: Callable[[str], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
     pipeline: Mapping[str, Any] | None = None,
-) -> BuildResult:
-    """Build ``service_name`` and record its artifact; raise BuildFailed with the log's tail."""
+    max_parallel: int | None = None,
+) -> Iterator[BuiltArchive]:
+    """Build ``service_name`` in a workspace of its own; yield the archive while it exists.
+
+    ``log`` receives the build's output line by line; ``on_wait`` is told when the build
+    waits for a slot of the queue (``max_parallel`` wide, default the core count). Raises
+    ``BuildFailed`` with the log's tail and a hint. The workspace is gone before the archive
+    is yielded; the archive is gone when the block ends.
+    """
     started = time.monotonic()
-    started_at = time.time()
-    workdir = (project_root / service.path).resolve()
-    if not workdir.is_dir():
+    layout = Layout(layout.root.resolve())  # git and the copy run in other directories
+    project_dir = (layout.root / service.path).resolve()
+    if not project_dir.is_dir():
         raise BuildFailed(
-            f"the directory of service '{service_name}' does not exist: {workdir}",
+            f"the directory of service '{service_name}' does not exist: {project_dir}",
             hint=f"check services.{service_name}.path in conveyor.yaml",
         )
-    source = git_info(workdir)
-    argv, command_text = _argv(service.build.run, service_name)
-    log_path = _new_log_path(project_root / ".conveyor" / "builds", service_name)
-    _run(argv, workdir, service.build.timeout, log_path, service_name, log)
-
-    tmp_dir = project_root / ".conveyor" / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="build-") as scratch:
-        archive = create_archive(workdir, service.build.outputs, Path(scratch) / "out.tar.gz")
-        had_file = artifacts.exists(archive.digest)
-        stored = artifacts.put(archive.path)
-    if stored != archive.digest:  # the file changed between writing and storing it
-        raise BuildFailed(
-            f"the archive of '{service_name}' changed while it was being stored",
-            hint="run the build again; is something else writing to .conveyor/tmp?",
-        )
-    had_record = _known(store, archive.digest)
-    signed = sign_build(
-        artifacts,
-        BuildFacts(
+    build = service.build
+    user = build_user(service_name, service.run_as)
+    argv, command_text = command_argv(build.run, service_name)
+    inputs = None if build.inputs is None else tuple(build.inputs)
+    if inputs is not None:
+        Globs.compile(inputs)  # a malformed pattern fails now, not after the queue
+    log_path = new_log_path(layout.directory(layout.builds), service_name)
+    with private_home(layout.directory(layout.workspaces), service_name) as home:
+        with build_slot(layout.build_slots, max_parallel, on_wait):
+            started_at = time.time()
+            # Read once the build may start: a commit made while it queued is what it builds.
+            source = git_info(layout.root)  # the tree the workspace copies
+            workspace = populate(
+                home,
+                layout.root,
+                source,
+                service_name=service_name,
+                service_path=service.path,
+                inputs=inputs,
+            )
+            try:
+                workdir = workspace.root / service.path
+                workdir.mkdir(parents=True, exist_ok=True)  # git keeps no empty directories
+                env = workspace.environment(os.environ)
+                switch = None if user is None else hand_to(workspace, user)
+                if switch is not None:
+                    env.update(switch.environment())
+                run_command(
+                    argv,
+                    workdir,
+                    env,
+                    build.timeout,
+                    log_path,
+                    service_name,
+                    log,
+                    user=user,
+                )
+                if user is not None:
+                    reclaim(workspace.tree)
+                archive = create_archive(workdir, build.outputs, home / ARCHIVE_NAME)
+            finally:
+                remove_tree(workspace.tree)
+            finished_at = time.time()
+        facts = BuildFacts(
             digest=archive.digest,
             service=service_name,
             command=command_text,
-            outputs=tuple(service.build.outputs),
+            outputs=tuple(build.outputs),
             source=source,
-            source_uri=f"git+file://{workdir}",
+            source_uri=f"git+file://{project_dir}",
             files=archive.files,
             size=archive.size,
             started=started_at,
-            finished=time.time(),
+            finished=finished_at,
             builder_version=__version__,
             pipeline=pipeline,
-        ),
-    )
-    duration = time.monotonic() - started
-    candidate = ArtifactRecord(
-        digest=archive.digest,
-        service=service_name,
-        commit=source.commit,
-        branch=source.branch,
-        dirty=source.dirty,
-        created_at=time.time(),
-        size=archive.size,
-        files=archive.files,
-        build_command=command_text,
-        outputs=tuple(service.build.outputs),
-        metadata={
-            "build_duration": round(duration, 3),
-            "build_log": str(log_path),
-            "builder": {
-                "conveyor": __version__,
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
-            "provenance": signed,
-            **({"pipeline_run": str(pipeline.get("run"))} if pipeline is not None else {}),
-        },
-    )
-    record = store.record_artifact(candidate, actor=actor)
-    return BuildResult(
-        artifact=record,
-        reused=had_record or had_file,
-        duration=time.monotonic() - started,
-        log_path=log_path,
-    )
-
-
-def _argv(run: str | Sequence[str], service_name: str) -> tuple[list[str], str]:
-    if isinstance(run, str):
-        if not run.strip():
-            raise BuildFailed(
-                f"service '{service_name}' has an empty build command",
-                hint=f"set services.{service_name}.build.run in conveyor.yaml",
-            )
-        return ["sh", "-c", run], run
-    argv = list(run)
-    if not argv:
-        raise BuildFailed(
-            f"service '{service_name}' has an empty build command",
-            hint=f"set services.{service_name}.build.run in conveyor.yaml",
+            workspace=workspace.facts,
         )
-    return argv, shlex.join(argv)
-
-
-def _new_log_path(directory: Path, service_name: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in service_name)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    for attempt in range(100):
-        suffix = "" if attempt == 0 else f"-{attempt}"
-        path = directory / f"{safe}-{stamp}{suffix}.log"
-        try:
-            path.open("x").close()
-        except FileExistsError:
-            continue
-        return path
-    raise BuildFailed(f"cannot create a build log in {directory}", hint="clean up .conveyor/builds")
-
-
-def _run(
-    argv: list[str],
-    workdir: Path,
-    timeout: float,
-    log_path: Path,
-    service_name: str,
-    log: Callable[[str], None] | None,
-) -> None:
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    with log_path.open("ab") as log_file:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise BuildFailed(
-                f"the build command of '{service_name}' cannot start: {exc.strerror or exc}",
-                hint=f"check services.{service_name}.build.run in conveyor.yaml "
-                "(is the program installed and on PATH?)",
-            ) from exc
-        assert proc.stdout is not None
-        reader = threading.Thread(
-            target=_pump, args=(proc.stdout, log_file, tail, log), daemon=True
-        )
-        reader.start()
-        try:
-            code = _wait(proc, reader, timeout)
-        finally:
-            if not reader.is_alive():
-                proc.stdout.close()
-    if code is None:
-        raise BuildFailed(
-            f"the build of '{service_name}' timed out after {timeout:g}s" + _render_tail(tail),
-            hint=f"make the build faster or raise services.{service_name}.build.timeout "
-            f"in conveyor.yaml; full log: {log_path}",
-        )
-    if code != 0:
-        how = f"exit code {code}" if code > 0 else f"signal {signal.Signals(-code).name}"
-        raise BuildFailed(
-            f"the build of '{service_name}' failed ({how})" + _render_tail(tail),
-            hint=f"fix the build (services.{service_name}.build.run in conveyor.yaml); "
-            f"full log: {log_path}",
+        yield BuiltArchive(
+            service=service_name,
+            digest=archive.digest,
+            path=archive.path,
+            facts=facts,
+            log_path=log_path,
+            duration=time.monotonic() - started,
         )
 
 
-def _wait(proc: subprocess.Popen[bytes], reader: threading.Thread, timeout: float) -> int | None:
-    """The build's exit code once its output is drained, or None if it ran out of time."""
-    try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        reader.join(timeout=_KILL_GRACE)
+def build_user(service_name: str, run_as: str | None) -> User | None:
+    """The user the build of ``service_name`` runs as (None: as this process); BuildFailed
+    before anything runs when ``run_as`` names one this host lacks or we may not become."""
+    if run_as is None:
         return None
-    reader.join(timeout=_STRAGGLER_GRACE)
-    if reader.is_alive():
-        # Something the build started still holds its output open: the group still exists
-        # (so its id cannot have been reused), and the build itself is over.
-        _signal_group(proc.pid, signal.SIGKILL)
-        reader.join(timeout=_KILL_GRACE)
-    return code
-
-
-def _pump(
-    stream: IO[bytes],
-    log_file: IO[bytes],
-    tail: deque[str],
-    log: Callable[[str], None] | None,
-) -> None:
     try:
-        for raw in iter(stream.readline, b""):
-            log_file.write(raw)
-            log_file.flush()
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            tail.append(line)
-            if log is not None:
-                with contextlib.suppress(Exception):  # a broken display must not fail a build
-                    log(line)
-    except (OSError, ValueError):
-        # The build was abandoned (timeout, or a detached straggler) and its files closed.
-        return
+        return require(run_as, current())
+    except CannotSwitch as exc:
+        raise BuildFailed(
+            f"the build of '{service_name}' runs as {run_as!r} (services.{service_name}.run_as "
+            f"or the project's run_as), but {exc.message}",
+            hint=f"build as root, as CI does (create the user there: {CREATE_HINT}), or "
+            f"set services.{service_name}.run_as to a user of this host",
+        ) from None
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the build's whole process group, then reap the leader.
-
-    Signalled before reaping: the unreaped leader keeps its pid (the group id) from being
-    reused, so the signal cannot reach an unrelated process. A build is disposable; there is
-    nothing for a gentler signal to save.
-    """
-    _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _render_tail(tail: deque[str]) -> str:
-    if not tail:
-        return " with no output"
-    lines = "\n".join(f"  | {line}" for line in tail)
-    return f"; last {len(tail)} lines of output:\n{lines}"
-
-
-def _known(store: Store, digest: str) -> bool:
-    try:
-        store.get_artifact(digest)
-    except NotFound:
-        return False
-    return True
+__all__ = [
+    "BuildSpec",
+    "BuiltArchive",
+    "ServiceSpec",
+    "build_archive",
+    "build_user",
+]

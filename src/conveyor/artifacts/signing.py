@@ -1,17 +1,19 @@
 """Signing provenance at build time and checking it before a deploy runs anything.
 
 The digest alone proves the bytes were not changed since they were *named*; it cannot prove
-who named them. So each build signs its provenance statement with an ed25519 key that
-Conveyor keeps in ``.conveyor/keys/``, wrapped in a DSSE envelope (the signature covers the
-payload type too, so a signed blob cannot be replayed as another kind of document), and a
-deploy refuses any artifact whose envelope is missing, signed by no trusted key, or about a
-different digest.
+who named them. So the server signs each artifact's provenance statement with an ed25519 key
+of its own, wrapped in a DSSE envelope (the signature covers the payload type too, so a
+signed blob cannot be replayed as another kind of document), and a deploy refuses any
+artifact whose envelope is missing, signed by no trusted key, or about a different digest.
 
-Keys: ``signing.key`` is the one private key (PEM, mode 0600); every ``*.pub`` file is a
-trusted public key. Rotation writes a new key pair and replaces ``signing.key`` atomically
-while the old ``.pub`` stays, so artifacts signed before still verify; the retired private key
-is gone, so it can sign nothing new. Trust is "a public key file is in the directory": adding
-an external trust root later means adding a file, not changing this code.
+Keys: ``signing.key`` is the one private key (PEM, mode 0600) in the server's key directory,
+outside the project tree (``Layout.server_keys``) where no job or instance working in the
+tree can read it. Which public keys are trusted is *pinned* (``KeyTrust``: the store, for the
+server): a key is trusted because the server made it or an admin added it, never because a
+file appeared somewhere. Rotation installs a new key and retires the old one, which from
+then on vouches only for artifacts recorded before it was retired — whoever could read the
+old key cannot vouch for anything new with it. Without a ``KeyTrust`` (tools and tests
+working on a bare directory) every ``*.pub`` file beside the key is trusted, as before.
 
 Keys are created on first use with the same write-then-link trick as the artifact store, so
 two first builds racing agree on one key.
@@ -25,10 +27,10 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -60,25 +62,59 @@ class Verified:
     statement: Mapping[str, Any]
 
 
-class Keyring:
-    """The project's signing key and the public keys it trusts, all files in one directory."""
+@dataclass(frozen=True)
+class TrustedKey:
+    """A pinned public key; a retired one vouches only for what was recorded before."""
 
-    def __init__(self, directory: Path) -> None:
+    fingerprint: str
+    public_pem: str
+    retired_at: float | None = None
+
+    def vouches_for(self, recorded_at: float | None) -> bool:
+        if self.retired_at is None:
+            return True
+        return recorded_at is not None and recorded_at < self.retired_at
+
+
+class KeyTrust(Protocol):
+    """Where trusted keys are pinned (the server: its store, on the ledger)."""
+
+    def pinned(self) -> Sequence[TrustedKey]: ...
+
+    def pin(
+        self, key: KeyInfo, *, retired_at: float | None = None, note: str | None = None
+    ) -> None: ...
+
+    def retire(self, fingerprint: str) -> None: ...
+
+
+class Keyring:
+    """The server's signing key, and the public keys it trusts."""
+
+    def __init__(self, directory: Path, trust: KeyTrust | None = None) -> None:
         self.directory = directory
+        self.trust = trust
+        self._pinned: str | None = None
 
     @classmethod
     def of(cls, artifacts: ArtifactStore) -> Keyring:
-        return cls(artifacts.state / "keys")
+        return cls(artifacts.layout.server_keys)
 
     @property
     def private_path(self) -> Path:
         return self.directory / PRIVATE_NAME
 
     def signing_key(self) -> Ed25519PrivateKey:
-        """The current private key, created on first use."""
+        """The current private key, created (and pinned) on first use."""
         if not self.private_path.is_file():
             self._install(Ed25519PrivateKey.generate(), replace=False)
-        return _load_private(self.private_path)
+        key = _load_private(self.private_path)
+        if self.trust is not None:
+            info = self._info(key.public_key())
+            if self._pinned != info.fingerprint:
+                self.trust.pin(info, note="the server's signing key")
+                self._pinned = info.fingerprint
+        return key
 
     def current(self) -> KeyInfo:
         return self._info(self.signing_key().public_key())
@@ -92,10 +128,28 @@ class Keyring:
         )
         new = Ed25519PrivateKey.generate()
         self._install(new, replace=True)
-        return self._info(new.public_key()), previous
+        info = self._info(new.public_key())
+        if self.trust is not None:
+            self.trust.pin(info, note="rotated in")
+            self._pinned = info.fingerprint
+            if previous is not None:
+                self.trust.retire(previous.fingerprint)
+        return info, previous
 
-    def trusted(self) -> dict[str, Ed25519PublicKey]:
-        """Every trusted public key by fingerprint: each ``*.pub`` and the signing key's own."""
+    def trusted(self, recorded_at: float | None = None) -> dict[str, Ed25519PublicKey]:
+        """Every key that vouches for something recorded at ``recorded_at`` (None: now).
+
+        Pinned keys when there is a ``KeyTrust``: the active ones, and retired ones for what
+        was recorded before they were retired. Otherwise each ``*.pub`` beside the key and
+        the signing key's own.
+        """
+        if self.trust is not None:
+            self.signing_key()  # the current key is pinned before anything is verified
+            return {
+                key.fingerprint: _public_from_pem(key.public_pem)
+                for key in self.trust.pinned()
+                if key.vouches_for(recorded_at)
+            }
         keys: dict[str, Ed25519PublicKey] = {}
         if not self.directory.is_dir():
             return keys
@@ -110,9 +164,13 @@ class Keyring:
     def trusted_infos(self) -> list[KeyInfo]:
         return [self._info(key) for key in self.trusted().values()]
 
+    def pinned(self) -> Sequence[TrustedKey]:
+        """Every pinned key, retired ones included (empty without a ``KeyTrust``)."""
+        return list(self.trust.pinned()) if self.trust is not None else []
+
     def _info(self, public: Ed25519PublicKey) -> KeyInfo:
         fp = fingerprint(public)
-        return KeyInfo(fp, _public_pem(public), self._public_path(fp))
+        return KeyInfo(fp, public_pem(public), self._public_path(fp))
 
     def _public_path(self, fp: str) -> Path:
         return self.directory / f"{fp.removeprefix('sha256:')[:16]}.pub"
@@ -120,7 +178,7 @@ class Keyring:
     def _install(self, key: Ed25519PrivateKey, *, replace: bool) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         public_path = self._public_path(fingerprint(key.public_key()))
-        _write_atomic(public_path, _public_pem(key.public_key()).encode(), 0o644)
+        _write_atomic(public_path, public_pem(key.public_key()).encode(), 0o644)
         pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -155,11 +213,17 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
-def sign_envelope(payload: bytes, key: Ed25519PrivateKey) -> dict[str, Any]:
-    """A DSSE envelope of ``payload`` signed by ``key``."""
-    signature = key.sign(pae(PAYLOAD_TYPE, payload))
+def sign_envelope(
+    payload: bytes, key: Ed25519PrivateKey, *, payload_type: str = PAYLOAD_TYPE
+) -> dict[str, Any]:
+    """A DSSE envelope of ``payload`` signed by ``key``.
+
+    ``payload_type`` is covered by the signature: a ledger checkpoint is signed under its
+    own type, so it can never be opened as provenance, nor provenance as a checkpoint.
+    """
+    signature = key.sign(pae(payload_type, payload))
     return {
-        "payloadType": PAYLOAD_TYPE,
+        "payloadType": payload_type,
         "payload": base64.b64encode(payload).decode(),
         "signatures": [
             {"keyid": fingerprint(key.public_key()), "sig": base64.b64encode(signature).decode()}
@@ -170,27 +234,42 @@ def sign_envelope(payload: bytes, key: Ed25519PrivateKey) -> dict[str, Any]:
 def sign_build(
     artifacts: ArtifactStore, facts: provenance.BuildFacts, keyring: Keyring | None = None
 ) -> dict[str, str]:
-    """Sign and store ``facts``' provenance; a digest that has an envelope keeps its first one.
+    """Sign and store ``facts``' provenance, once per (digest, service).
 
-    Returns what the artifact record remembers: the envelope's path and the signing key.
+    The first envelope of a digest is written with the archive's write-then-link guarantee;
+    a further service built to the same bytes appends its own statement, and a service that
+    already has one keeps it. Returns what the artifact record remembers: the envelope's
+    path and the key that signed this service's statement.
     """
     keyring = keyring or Keyring.of(artifacts)
-    key = keyring.signing_key()
-    envelope = sign_envelope(provenance.encode(provenance.statement(facts)), key)
     path = artifacts.envelope_path(facts.digest)
-    if artifacts.put_envelope(facts.digest, (json.dumps(envelope) + "\n").encode()):
-        return {"envelope": str(path), "key": fingerprint(key.public_key())}
-    return {"envelope": str(path), "key": _first_keyid(path)}
+    existing = _keyid_for(path, facts.service)
+    if existing is not None:
+        return {"envelope": str(path), "key": existing}
+    key = keyring.signing_key()
+    line = json.dumps(sign_envelope(provenance.encode(provenance.statement(facts)), key)) + "\n"
+    if not artifacts.put_envelope(facts.digest, line.encode()):
+        existing = _keyid_for(path, facts.service)
+        if existing is not None:  # a concurrent build of the same service won the race
+            return {"envelope": str(path), "key": existing}
+        artifacts.append_envelope(facts.digest, line.encode())
+    return {"envelope": str(path), "key": fingerprint(key.public_key())}
 
 
 def verify_signed(
-    artifacts: ArtifactStore, digest: str, keyring: Keyring | None = None
+    artifacts: ArtifactStore,
+    digest: str,
+    keyring: Keyring | None = None,
+    *,
+    service: str | None = None,
+    recorded_at: float | None = None,
 ) -> Verified:
     """Check ``digest``'s provenance before it runs; raise Refused naming what is wrong.
 
     Passes when one envelope line carries a valid signature by a trusted key over an in-toto
-    statement whose subject is ``digest``. The bytes themselves are ``ArtifactStore.verify``'s
-    concern; call both.
+    statement whose subject is ``digest`` (built for ``service``, when one is named: the
+    bytes of ``web`` are not vouched for as ``worker`` by ``web``'s provenance). The bytes
+    themselves are ``ArtifactStore.verify``'s concern; call both.
     """
     keyring = keyring or Keyring.of(artifacts)
     path = artifacts.envelope_path(digest)
@@ -199,7 +278,7 @@ def verify_signed(
         raise Refused(
             f"artifact {digest} is unsigned: it has no provenance envelope ({path})", hint=hint
         )
-    trusted = keyring.trusted()
+    trusted = keyring.trusted(recorded_at)
     problems: list[str] = []
     for line in path.read_text(errors="replace").splitlines():
         if not line.strip():
@@ -210,22 +289,29 @@ def verify_signed(
             problems.append(str(exc) or type(exc).__name__)
             continue
         stmt = provenance.check_subject(payload, digest)
+        if service is not None and subject_service(stmt) != service:
+            problems.append(f"a statement for {subject_service(stmt)!r}")
+            continue
         return Verified(digest=digest, key=key, statement=stmt)
+    whose = f" for service '{service}'" if service is not None else ""
     raise Refused(
-        f"artifact {digest} has no valid signature by a trusted key "
+        f"artifact {digest} has no valid signature by a trusted key{whose} "
         f"({'; '.join(problems) or 'the envelope is empty'})",
-        hint=hint + f"; trusted keys are the *.pub files in {keyring.directory}",
+        hint=hint + "; see the trusted keys with `conveyor keys show`",
     )
 
 
 def open_envelope(
-    envelope: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey]
+    envelope: Mapping[str, Any],
+    trusted: Mapping[str, Ed25519PublicKey],
+    *,
+    payload_type: str = PAYLOAD_TYPE,
 ) -> tuple[bytes, str]:
     """The payload and the trusted key whose signature over it is valid; ValueError if none."""
-    if envelope.get("payloadType") != PAYLOAD_TYPE:
-        raise ValueError(f"payload type {envelope.get('payloadType')!r}, not {PAYLOAD_TYPE}")
+    if envelope.get("payloadType") != payload_type:
+        raise ValueError(f"payload type {envelope.get('payloadType')!r}, not {payload_type}")
     payload = base64.b64decode(envelope["payload"], validate=True)
-    message = pae(PAYLOAD_TYPE, payload)
+    message = pae(payload_type, payload)
     for signature in envelope.get("signatures") or []:
         sig = base64.b64decode(signature["sig"], validate=True)
         keyid = signature.get("keyid")
@@ -238,11 +324,31 @@ def open_envelope(
     raise ValueError("signed by no trusted key, or the signature does not match the payload")
 
 
-def _first_keyid(path: Path) -> str:
-    with contextlib.suppress(OSError, ValueError, KeyError, IndexError, TypeError):
-        first = json.loads(path.read_text().splitlines()[0])
-        return str(first["signatures"][0]["keyid"])
-    return "unknown"
+def subject_service(stmt: Mapping[str, Any]) -> str | None:
+    """The service a statement is about: its first subject is named ``SERVICE.tar.gz``."""
+    subjects = stmt.get("subject")
+    if not isinstance(subjects, list) or not subjects or not isinstance(subjects[0], Mapping):
+        return None
+    name = subjects[0].get("name")
+    if not isinstance(name, str) or not name.endswith(".tar.gz"):
+        return None
+    return name.removesuffix(".tar.gz")
+
+
+def _keyid_for(path: Path, service: str) -> str | None:
+    """The key that signed ``service``'s statement in an envelope file; None if it has none.
+
+    Read without verifying: this only decides whether to sign again, never whether to trust.
+    """
+    if not path.is_file():
+        return None
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, KeyError, IndexError, TypeError, AttributeError):
+            envelope = json.loads(line)
+            stmt = json.loads(base64.b64decode(envelope["payload"]))
+            if subject_service(stmt) == service:
+                return str(envelope["signatures"][0]["keyid"])
+    return None
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
@@ -257,10 +363,17 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _public_pem(public: Ed25519PublicKey) -> str:
+def public_pem(public: Ed25519PublicKey) -> str:
     return public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
+
+
+def _public_from_pem(pem: str) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem.encode())
+    if not isinstance(key, Ed25519PublicKey):
+        raise Refused("a pinned key is not an ed25519 public key", hint="unpin it")
+    return key
 
 
 def _load_private(path: Path) -> Ed25519PrivateKey:

@@ -19,29 +19,36 @@ verifies before every use: a deploy must run exactly the bytes that were built.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import logging
 import os
 import re
-import shutil
+import stat
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from conveyor.artifacts.archive import file_digest
 from conveyor.errors import NotFound, Refused
+from conveyor.layout import Layout, make_read_only, private_file, remove_tree
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 _CHUNK = 1 << 20
+
+log = logging.getLogger("conveyor.artifacts")
 
 
 class ArtifactStore:
     """Content-addressed archives under ``<project_root>/.conveyor``."""
 
     def __init__(self, project_root: Path) -> None:
-        state = project_root / ".conveyor"
-        self.state = state
-        self.objects = state / "artifacts" / "sha256"
-        self.unpacked = state / "unpacked"
+        layout = Layout(project_root)
+        self.layout = layout
+        self.state = layout.state
+        self.objects = layout.artifacts
+        self.unpacked = layout.unpacked
 
     def path(self, digest: str) -> Path:
         """Where the archive for ``digest`` lives (whether or not it exists)."""
@@ -75,6 +82,19 @@ class ArtifactStore:
             return True
         finally:
             tmp.unlink(missing_ok=True)
+
+    def append_envelope(self, digest: str, line: bytes) -> None:
+        """Add one more signed statement about ``digest`` (another service built to it).
+
+        One write of one line with O_APPEND: concurrent writers interleave whole lines.
+        """
+        self.objects.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.envelope_path(digest), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o444)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def put(self, archive: Path) -> str:
         """Store a copy of ``archive`` under its digest and return the digest.
@@ -118,32 +138,81 @@ class ArtifactStore:
             )
 
     def unpack(self, digest: str) -> Path:
-        """The artifact's files, extracted once, after checking the archive is intact."""
+        """The artifact's files, after checking the archive and the unpacked tree are intact.
+
+        The tree is extracted once and its fingerprint (every path, kind, mode, size and
+        content hash) kept beside it; each later call re-checks the tree against it, so a
+        file changed after extraction — by an instance, by anyone — is never served under
+        the artifact's digest: the tree is thrown away and extracted again. Unpacks of one
+        digest take turns (a lock file per digest), so none removes a tree another returned.
+        """
         self.verify(digest)
-        final = self.unpacked / _hex(digest)
-        if final.is_dir():
-            return final
+        name = _hex(digest)
+        final = self.unpacked / name
+        fingerprint_file = self.unpacked / f"{name}.tree"
         self.unpacked.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.unpacked, prefix=".tmp-"))
-        try:
+        with _exclusive(self.unpacked / f"{name}.lock"):
+            if final.is_dir():
+                try:
+                    expected: str | None = fingerprint_file.read_text()
+                except OSError:
+                    expected = None
+                if expected is not None and tree_fingerprint(final) == expected:
+                    return final
+                log.warning(
+                    "the unpacked tree of %s changed since extraction; unpacking again", digest
+                )
+                remove_tree(final)
+            staging = Path(tempfile.mkdtemp(dir=self.unpacked, prefix=".tmp-"))
             try:
-                with tarfile.open(self.path(digest), mode="r:gz") as tar:
-                    tar.extractall(staging, filter="data")
-            except (tarfile.TarError, OSError) as exc:
-                raise Refused(
-                    f"artifact {digest} cannot be unpacked safely: {exc}",
-                    hint="rebuild the service with `conveyor build`; artifacts must hold only "
-                    "plain files, directories and links that stay inside them",
-                ) from exc
-            try:
+                try:
+                    with tarfile.open(self.path(digest), mode="r:gz") as tar:
+                        tar.extractall(staging, filter="data")
+                    # Read-only before it is visible: an instance cannot change the bytes
+                    # that are served under this digest (see layout.read_only_mode).
+                    make_read_only(staging)
+                except (tarfile.TarError, OSError) as exc:
+                    raise Refused(
+                        f"artifact {digest} cannot be unpacked safely: {exc}",
+                        hint="rebuild the service with `conveyor build`; artifacts must hold "
+                        "only plain files, directories and links that stay inside them",
+                    ) from exc
+                private_file(fingerprint_file, tree_fingerprint(staging))
                 staging.rename(final)
-            except OSError:
-                if not final.is_dir():  # not simply a concurrent unpack that won the race
-                    raise
-            return final
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+                return final
+            finally:
+                if staging.exists():
+                    with contextlib.suppress(OSError):
+                        remove_tree(staging)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def tree_fingerprint(root: Path) -> str:
+    """sha256 over every entry of a tree: relative path, kind, permission bits, size, and
+    the content (files) or target (links). Equal trees, equal fingerprints."""
+    total = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        relative = path.relative_to(root).as_posix()
+        if stat.S_ISLNK(info.st_mode):
+            entry = f"L {relative} {path.readlink()}"
+        elif stat.S_ISDIR(info.st_mode):
+            entry = f"D {relative} {stat.S_IMODE(info.st_mode):o}"
+        else:
+            entry = (
+                f"F {relative} {stat.S_IMODE(info.st_mode):o} {info.st_size} {file_digest(path)}"
+            )
+        total.update(entry.encode("utf-8", "surrogateescape") + b"\n")
+    return total.hexdigest()
 
 
 def _hex(digest: str) -> str:

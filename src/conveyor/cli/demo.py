@@ -3,6 +3,8 @@
 It plays what a team does in a week, in about two minutes: build two services once, promote
 the same bytes dev -> staging -> production, ship a healthy v2 under steady load (rolling in
 staging, blue-green in production) and then a broken v3 that Conveyor rolls back on its own.
+Production asks for one approval (examples/shop): a second person, with a token of their
+own, approves each production release as shown on its approval page.
 Each step is measured from the outside, the way users see it: a load generator counts every
 failed request. The demo drives a real `conveyor server` over its API, like the CLI does, and
 stops it (and every instance) at the end, whatever happens.
@@ -24,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.cli import render
-from conveyor.cli.client import ApiClient, actor
+from conveyor.cli.client import ApiClient
+from conveyor.cli.follow import FINAL_PHASES, WAITING_FOR_PEOPLE
+from conveyor.cli.publish import build_and_publish
 from conveyor.config.loader import load_project
 from conveyor.errors import ConveyorError, NotFound
+from conveyor.layout import Layout
 from conveyor.load.generator import LoadGenerator, LoadReport
 
 SERVICES = ("pricing", "catalog")  # pricing first: catalog's deep readiness needs it
@@ -86,14 +91,16 @@ class LoadThread:
 class Demo:
     def __init__(self, workdir: Path, quiet: bool) -> None:
         self.root = workdir / "shop"
+        self.layout = Layout(self.root)
         self.quiet = quiet
         self.steps: list[Step] = []
         self.client: ApiClient | None = None
+        self.reviewer: ApiClient | None = None
         self.loads: dict[str, LoadThread] = {}
 
     def say(self, text: str) -> None:
         if not self.quiet:
-            render.console.print(text)
+            render.out().print(text)
 
     # --- setup ------------------------------------------------------------------------
 
@@ -123,44 +130,30 @@ class Demo:
         from conveyor.server.daemon import up
 
         project = load_project(self.root / "conveyor.yaml")
-        url = up(self.root, project.file)
-        self.client = ApiClient(self.root)
-        self.say(f"[dim]server up at {url}; project in {self.root}[/]")
+        url = up(self.layout, project.file)
+        self.client = ApiClient.for_project(self.layout)
+        self.say(f"[dim]server up at {render.esc(url)}; project in {render.esc(self.root)}[/]")
 
     def stop(self) -> None:
         for load in self.loads.values():
             with contextlib.suppress(Exception):
                 load.stop()
         self.loads.clear()
-        if self.client is not None:
-            self.client.close()
+        for client in (self.client, self.reviewer):
+            if client is not None:
+                client.close()
         from conveyor.server.daemon import down, stop_leftovers
 
-        down(self.root)
-        stop_leftovers(self.root, "shop")
+        down(self.layout)
+        stop_leftovers(self.layout)
 
     # --- building and releasing -------------------------------------------------------
 
     def build(self, service: str) -> str:
-        from conveyor.artifacts.build import build_service
-        from conveyor.artifacts.store import ArtifactStore
-        from conveyor.store.engine import default_url
-        from conveyor.store.repository import Store
-
+        assert self.client is not None
         project = load_project(self.root / "conveyor.yaml")
-        store = Store.open(default_url(self.root))
-        try:
-            result = build_service(
-                self.root,
-                service,
-                project.config.service(service),
-                store,
-                ArtifactStore(self.root),
-                actor=actor(),
-            )
-        finally:
-            store.close()
-        return result.artifact.digest
+        config = project.config.service(service)
+        return build_and_publish(self.client, self.layout, service, config).digest
 
     def release(
         self, service: str, env: str, artifact: str, overrides: dict[str, str] | None = None
@@ -170,14 +163,45 @@ class Demo:
             "/api/v1/releases",
             {"service": service, "env": env, "artifact": artifact, "set": overrides or {}},
         )
+        if created["phase"] == WAITING_FOR_PEOPLE:
+            self.approve(created)
         return self.wait(created)
+
+    def approve(self, release: dict[str, Any]) -> None:
+        """A second person approves ``release``, bound to the page they were shown."""
+        reviewer = self._reviewer()
+        page = reviewer.get(f"/api/v1/approvals/{release['id']}")
+        reviewer.post(
+            f"/api/v1/approvals/{release['id']}",
+            {
+                "decision": "approve",
+                "comment": "demo: evidence checked",
+                "content": page["release"]["content"],
+                "page": page["page_hash"],
+            },
+        )
+        self.say(
+            f"  [dim]{render.esc(release['name'])} waited for approval; approved by reviewer "
+            f"as shown on page {render.short_digest(page['page_hash'])}[/]"
+        )
+
+    def _reviewer(self) -> ApiClient:
+        """A client with a token of its own: nobody approves what they asked for."""
+        if self.reviewer is None:
+            assert self.client is not None
+            made = self.client.post(
+                "/api/v1/tokens",
+                {"name": "reviewer", "role": "deployer", "environments": ["*"], "expires_in": 3600},
+            )
+            self.reviewer = ApiClient(self.client.url, token=made["secret"])
+        return self.reviewer
 
     def wait(self, release: dict[str, Any], timeout: float = 180) -> dict[str, Any]:
         assert self.client is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             current = self.client.get(f"/api/v1/releases/{release['id']}")
-            if current["phase"] in ("succeeded", "rolled_back", "failed"):
+            if current["phase"] in FINAL_PHASES:
                 return dict(current)
             time.sleep(0.2)
         raise ConveyorError(f"{release['name']} did not finish within {timeout:.0f}s")
@@ -194,7 +218,7 @@ class Demo:
         self, name: str, *, load_on: str | None = None, expected_failures: bool = False
     ) -> Iterator[Step]:
         step = Step(name, expected_failures=expected_failures)
-        self.say(f"[bold]▶ {name}[/]")
+        self.say(f"[bold]▶ {render.esc(name)}[/]")
         before = self.loads[load_on].snapshot() if load_on else None
         started = time.monotonic()
         try:
@@ -207,7 +231,7 @@ class Demo:
                 step.failed = after.failed - before.failed
             self.steps.append(step)
             load = f", {step.failed}/{step.requests} requests failed" if load_on else ""
-            self.say(f"  {step.outcome} [dim]({step.seconds:.1f}s{load})[/]")
+            self.say(f"  {render.esc(step.outcome)} [dim]({step.seconds:.1f}s{load})[/]")
 
     def bump(self, version: str) -> None:
         for service in SERVICES:
@@ -254,9 +278,8 @@ class Demo:
             rows = self.client.get("/api/v1/status")["services"]
             s.outcome = ", ".join(f"{r['service']}/{r['env']} r{r['revision']}" for r in rows)
             if not self.quiet:
-                render.console.print(
-                    render.status_table(rows), width=max(render.console.width, 140)
-                )
+                console = render.out()
+                console.print(render.status_table(rows), width=max(console.width, 140))
 
     def _time_to_safety(self, release: dict[str, Any], env: str, since: float) -> str:
         """From the first request users saw fail to all traffic back on the old version."""
@@ -323,5 +346,6 @@ def _print_report(steps: list[Step], seconds: float) -> None:
         failed = "-" if not s.requests else f"{s.failed} of {s.requests}"
         if s.expected_failures and s.requests:
             failed += " (blast radius)"
-        table.add_row(s.name, s.outcome, f"{s.seconds:.1f}s", failed)
-    render.console.print(table, width=max(render.console.width, 140))
+        table.add_row(render.esc(s.name), render.esc(s.outcome), f"{s.seconds:.1f}s", failed)
+    console = render.out()
+    console.print(table, width=max(console.width, 140))

@@ -1,44 +1,43 @@
 """What `build:` and `deploy:` pipeline jobs do, against the project the run belongs to.
 
-The pipeline package runs DAGs and knows nothing of services, artifact stores or servers;
-this module is the seam where a run touches them:
+The pipeline package runs DAGs and knows nothing of services, artifacts or servers; this
+module is the seam where a run touches them, and it touches them only through the API:
 
-- a **build** job builds the service once (``artifacts.build``), with the run's id and the
-  results finished so far in its signed provenance, then attests those results;
-- a **deploy** job attests what the run has passed *before* asking the server for a release,
-  so the environment's ``requires: {gates: [...]}`` is checked against a signed record of
-  this very run, then follows the rollout to its end: a rollback fails the job;
+- a **build** job builds the service here (in the run's process, as in CI), hands the
+  archive and its facts to the server (``publish``), then has the server attest the results
+  finished so far;
+- a **deploy** job has the server attest what the run has passed *before* asking for a
+  release, so the environment's ``requires: {gates: [...]}`` is checked against a signed
+  record of this very run, then follows the rollout to its end: a rollback fails the job;
 - when the run ends, everything it built is attested once more with the final results (a
   gate that ran beside or after the build counts for the next promotion).
 
-Every run is on the ledger: ``pipeline.started``, ``artifact.attested`` for each signed
-record and ``pipeline.finished`` with each job's result. A store that cannot be reached does
-not fail the jobs that do not need it; the run record names what could not be written.
+The server signs attestations with a key the CLI never sees, and writes what it did on the
+ledger itself; the run adds only ``pipeline.started`` and ``pipeline.finished``. A server
+that cannot be reached does not fail the jobs that do not need it: the run record names
+what could not be recorded, once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.artifacts.attestations import JobVerdict, RunFacts, attest_run
-from conveyor.artifacts.build import build_service
-from conveyor.artifacts.store import ArtifactStore
-from conveyor.cli.client import ApiClient, actor
+from conveyor.artifacts.attestations import JobVerdict, RunFacts
+from conveyor.cli.client import ApiClient
+from conveyor.cli.follow import FINAL_PHASES, follow
+from conveyor.cli.publish import build_and_publish
 from conveyor.config.loader import LoadedProject
-from conveyor.errors import AlreadyDeployed, ConveyorError
+from conveyor.errors import AlreadyDeployed, ConveyorError, ServerUnavailable
+from conveyor.layout import Layout
 from conveyor.pipeline.plan import PlannedJob, RunContext
 from conveyor.pipeline.runner import ActionOutcome, JobResult, RunResult
-from conveyor.store.engine import default_url
-from conveyor.store.records import NewEvent
-from conveyor.store.repository import Store
 
-FINAL_PHASES = ("succeeded", "rolled_back", "failed")
-POLL = 0.25
+_JUNIT = ("tests", "failures", "errors", "skipped")
 
 
 def verdicts(results: Sequence[JobResult]) -> tuple[JobVerdict, ...]:
@@ -67,9 +66,6 @@ def _reports_summary(job: JobResult) -> str | None:
     return "; ".join(parts) or None
 
 
-_JUNIT = ("tests", "failures", "errors", "skipped")
-
-
 @dataclass
 class ProjectActions:
     """``JobActions`` for one `conveyor run` of ``project``; remembers what it built."""
@@ -80,26 +76,25 @@ class ProjectActions:
     commit: str | None
     built: dict[str, str] = field(default_factory=dict)  # digest -> service
     problems: list[str] = field(default_factory=list)
-    _store: Store | None = field(default=None, init=False, repr=False)
-    _opening: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _client: ApiClient | None = field(default=None, init=False, repr=False)
+    _connecting: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
-    def artifacts(self) -> ArtifactStore:
-        return ArtifactStore(self.project.root)
+    def layout(self) -> Layout:
+        return Layout(self.project.root)
 
-    @contextmanager
-    def store(self) -> Iterator[Store]:
-        """The project's store, opened (and migrated) once per run, shared by the job threads;
-        a failed open is retried by the next caller rather than remembered."""
-        with self._opening:
-            if self._store is None:
-                self._store = Store.open(default_url(self.project.root))
-        yield self._store
+    def client(self) -> ApiClient:
+        """The project's server, found once per run and shared by the job threads; a
+        server that was not running is looked for again by the next caller."""
+        with self._connecting:
+            if self._client is None:
+                self._client = ApiClient.for_project(self.layout)
+            return self._client
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def facts(self, finished: Sequence[JobResult]) -> RunFacts:
         return RunFacts(
@@ -114,13 +109,18 @@ class ProjectActions:
 
     # --- the ledger ---------------------------------------------------------------------
 
-    def record(self, kind: str, details: Mapping[str, Any], service: str | None = None) -> None:
-        """Append one event; a store that is down is noted, not fatal to the run."""
+    def record(self, kind: str, details: Mapping[str, Any]) -> None:
+        """Append a pipeline event; a server that cannot take it is noted, not fatal."""
         try:
-            with self.store() as store:
-                store.append_events([NewEvent(kind, details, service=service)], actor=actor())
+            self.client().post("/api/v1/pipeline-events", {"kind": kind, "details": details})
+        except ServerUnavailable as error:
+            self._note(f"this run is not on the ledger: {error.message}")
         except ConveyorError as error:
-            self.problems.append(f"{kind} not recorded on the ledger: {error.message}")
+            self._note(f"{kind} not recorded on the ledger: {error.message}")
+
+    def _note(self, problem: str) -> None:
+        if problem not in self.problems:
+            self.problems.append(problem)
 
     def started(self, jobs: Sequence[str]) -> None:
         self.record(
@@ -138,7 +138,10 @@ class ProjectActions:
     def finished(self, result: RunResult) -> None:
         """Attest the final results on everything this run built, then close the run."""
         for digest, service in self.built.items():
-            self.attest(digest, service, result.jobs)
+            try:
+                self.attest(digest, service, result.jobs)
+            except ConveyorError as error:
+                self._note(f"the final attestation of {digest} failed: {error.message}")
         self.record(
             "pipeline.finished",
             {
@@ -146,17 +149,16 @@ class ProjectActions:
                 "result": result.result,
                 "duration_seconds": round(result.duration, 3),
                 "jobs": {job.name: job.result for job in result.jobs},
+                "durations": {job.name: round(job.duration, 3) for job in result.jobs},
                 "artifacts": dict(self.built),
             },
         )
 
     def attest(self, digest: str, service: str, finished: Sequence[JobResult]) -> None:
-        signed = attest_run(self.artifacts, digest, service, self.facts(finished))
-        passed = sorted(job.name for job in finished if job.result == "success")
-        self.record(
-            "artifact.attested",
-            {"artifact": digest, "run": self.run_id, "key": signed["key"], "passed": passed},
-            service=service,
+        """Have the server sign what this run says about ``digest`` so far."""
+        run = dataclasses.asdict(self.facts(finished))
+        self.client().post(
+            "/api/v1/attestations", {"service": service, "digest": digest, "run": run}
         )
 
     # --- JobActions ---------------------------------------------------------------------
@@ -168,30 +170,25 @@ class ProjectActions:
         assert service is not None
         try:
             spec = self.project.config.service(service)
-            with self.store() as store:
-                built = build_service(
-                    self.project.root,
-                    service,
-                    spec,
-                    store,
-                    self.artifacts,
-                    actor=actor(),
-                    log=log,
-                    pipeline={
-                        "run": self.run_id,
-                        "jobs": {j.name: j.result for j in finished},
-                    },
-                )
+            published = build_and_publish(
+                self.client(),
+                self.layout,
+                service,
+                spec,
+                log=log,
+                on_wait=log,
+                pipeline={"run": self.run_id, "jobs": {j.name: j.result for j in finished}},
+            )
+            digest = published.digest
+            self.built[digest] = service
+            self.attest(digest, service, finished)
         except ConveyorError as error:
             return _failed(error, log)
-        digest = built.artifact.digest
-        self.built[digest] = service
-        self.attest(digest, service, finished)
-        state = "unchanged, reused" if built.reused else "stored"
+        state = "unchanged, reused" if published.reused else "stored"
         log(f"conveyor: built {service} {digest} ({state}), signed and attested")
         return ActionOutcome(
             "success",
-            outputs={"digest": digest, "service": service, "reused": str(built.reused).lower()},
+            outputs={"digest": digest, "service": service, "reused": str(published.reused).lower()},
         )
 
     def deploy(
@@ -206,20 +203,21 @@ class ProjectActions:
         assert deploy is not None and job.service is not None
         service, env = job.service, deploy.env
         try:
-            self.project.config.environment(env)
-            with self.store() as store:
-                digest = store.get_artifact(artifact).digest
+            client = self.client()
+            digest = str(client.get(f"/api/v1/artifacts/{artifact}")["digest"])
             self.attest(digest, service, finished)
-            client = ApiClient(self.project.root)
-            try:
-                release = client.post(
-                    "/api/v1/releases",
-                    {"service": service, "env": env, "artifact": digest, "set": dict(deploy.set)},
-                )
-                log(f"conveyor: release {release['name']} created for {digest}")
-                final = _follow(client, release, log, cancelled, deploy.timeout)
-            finally:
-                client.close()
+            release = client.post(
+                "/api/v1/releases",
+                {"service": service, "env": env, "artifact": digest, "set": dict(deploy.set)},
+            )
+            log(f"conveyor: release {release['name']} created for {digest}")
+            final = follow(
+                client,
+                release,
+                on_event=lambda e: log(f"conveyor: {e['kind']} {_brief(e['details'])}"),
+                cancelled=cancelled,
+                timeout=deploy.timeout,
+            )
         except AlreadyDeployed as done:
             # A re-run on unchanged code: the environment is already where this job wants it.
             log(f"conveyor: {done.message}; nothing to deploy")
@@ -243,28 +241,6 @@ class ProjectActions:
         else:
             why = f"{final['name']} still {phase} after {deploy.timeout:g}s: {message}"
         return ActionOutcome("failure", why, outputs)
-
-
-def _follow(
-    client: ApiClient,
-    release: Mapping[str, Any],
-    log: Callable[[str], None],
-    cancelled: threading.Event,
-    timeout: float,
-) -> Mapping[str, Any]:
-    """Log the release's ledger events until its rollout ends, the run stops, or time is up."""
-    after = 0
-    current = release
-    deadline = time.monotonic() + timeout
-    while not cancelled.is_set() and time.monotonic() < deadline:
-        for event in client.get("/api/v1/events", release=release["id"], after=after)["events"]:
-            after = event["seq"]
-            log(f"conveyor: {event['kind']} {_brief(event['details'])}")
-        current = client.get(f"/api/v1/releases/{release['id']}")
-        if current["phase"] in FINAL_PHASES:
-            break
-        cancelled.wait(POLL)
-    return current
 
 
 def _brief(details: Mapping[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """conveyor.yaml: the models, the loader that explains mistakes, and the JSON Schema."""
 
 from conveyor.config.durations import parse_duration, parse_percentage
-from conveyor.config.loader import LoadedProject, find_config, load_project, parse_config
+from conveyor.config.loader import LoadedProject, load_project, parse_config
+from conveyor.config.pipeline import JobSpec, PipelineSpec
 from conveyor.config.schema import (
     BlueGreenStrategy,
     BuildConfig,
@@ -19,6 +20,7 @@ from conveyor.config.schema import (
     StrategyConfig,
     json_schema,
 )
+from conveyor.layout import find_config
 
 __all__ = [
     "BlueGreenStrategy",
@@ -26,8 +28,10 @@ __all__ = [
     "EnvironmentConfig",
     "EnvironmentServiceConfig",
     "HealthConfig",
+    "JobSpec",
     "LivenessProbeConfig",
     "LoadedProject",
+    "PipelineSpec",
     "ProbeConfig",
     "ProjectConfig",
     "RecreateStrategy",

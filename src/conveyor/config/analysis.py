@@ -38,14 +38,19 @@ from pydantic_core import InitErrorDetails
 
 from conveyor.config.durations import Count, Duration, Percentage, PositiveDuration
 from conveyor.config.suggest import choose_hint, closest, describe, invalid
-from conveyor.core.analysis import DEFAULT_CONSECUTIVE_ERROR_LIMIT, UNLIMITED, MetricSpec
-from conveyor.core.expressions import ExpressionError, compile_expression
-from conveyor.errors import ConveyorError
+from conveyor.core.analysis import (
+    DEFAULT_CONSECUTIVE_ERROR_LIMIT,
+    UNLIMITED,
+    AnalysisTemplate,
+    MetricSpec,
+    placeholders,
+)
+from conveyor.core.analysis import stand_in as fill_stand_in
+from conveyor.core.expressions import compile_expression
+from conveyor.errors import ExpressionError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 ARG_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
-_PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-_ARG_REF = re.compile(r"args\.([A-Za-z_][A-Za-z0-9_-]*)")
 
 JUDGED_MIN_SAMPLE = 20
 """Default ``min_sample`` of builtin error-rate and latency windows: one failed request out of
@@ -64,52 +69,23 @@ BuiltinQuery = Literal[
 LATENCY_DEFAULTS: Mapping[str, float | int] = {
     "quantile": 0.95,
     "max_ratio": 1.2,
-    "alpha": 0.05,
-    "min_samples": 50,
+    "min_delta": 0.025,
+    "alpha": 0.01,
+    "beta": 0.05,
+    "min_samples": 10,
 }
+"""compare_latency: fails only over stable's p95 by 20% *and* 25 ms, with evidence; 4 in
+10,000 simulated healthy canaries failed (docs/canary.md). ``min_samples`` is a floor for
+cold starts, not the evidence rule: 300 ms slower fails on its first look with ten samples."""
 ERROR_RATE_DEFAULTS: Mapping[str, float | int] = {
-    "max_delta": 0.005,
+    "max_delta": 0.01,
     "alpha": 0.05,
     "beta": 0.05,
-    "min_requests": 100,
+    "min_requests": 1,
 }
-
-
-class TemplateArgumentError(ConveyorError):
-    """A template placeholder with no value: the release cannot be analysed as written."""
-
-    exit_code = 2
-    http_status = 422
-
-
-def substitute(text: str, args: Mapping[str, str], *, where: str = "template") -> str:
-    """Replace every ``{{args.NAME}}`` in ``text``; anything unknown is an error, not left in."""
-
-    def value(match: re.Match[str]) -> str:
-        reference = _ARG_REF.fullmatch(match.group(1))
-        if reference is None:
-            raise TemplateArgumentError(
-                f"{where}: {match.group()} is not a placeholder Conveyor knows",
-                "placeholders look like {{args.NAME}}, NAME being one of the template's args",
-            )
-        name = reference.group(1)
-        if name not in args:
-            raise TemplateArgumentError(
-                f"{where}: no value for argument '{name}'",
-                choose_hint(name, sorted(args), "arguments"),
-            )
-        return args[name]
-
-    return _PLACEHOLDER.sub(value, text)
-
-
-def placeholders(text: str) -> list[tuple[str, str | None]]:
-    """Each ``{{...}}`` in ``text`` with the argument it names (None when it is not args.X)."""
-    found = []
-    for match in _PLACEHOLDER.finditer(text):
-        reference = _ARG_REF.fullmatch(match.group(1))
-        found.append((match.group(), reference.group(1) if reference else None))
-    return found
+"""compare_error_rate: fails when sure the canary is over 1 point worse than stable, passes
+when sure it is not; 4 in 10,000 simulated healthy canaries failed (docs/canary.md). No
+minimum count: the posterior decides when the evidence suffices, with alpha spent per look."""
 
 
 # -- field types ----------------------------------------------------------------------------
@@ -134,7 +110,7 @@ def _arg_name(value: str) -> str:
 
 
 def _condition(value: str) -> str:
-    stand_in = _PLACEHOLDER.sub(lambda m: "__arg__", value)
+    stand_in = fill_stand_in(value, "__arg__")
     try:
         expression = compile_expression(stand_in)
     except ExpressionError as error:
@@ -242,22 +218,44 @@ class ComparisonConfig(_Model):
         None, gt=0, lt=1, description="compare_latency: latency quantile compared (0.95)."
     )
     max_ratio: float | None = Field(
-        None, ge=1, description="compare_latency: canary/stable quantile ratio allowed (1.2)."
+        None,
+        ge=1,
+        description="compare_latency: canary/stable quantile ratio tolerated (1.2); the canary "
+        "fails only when over both this and min_delta.",
+    )
+    min_delta: Duration | None = Field(
+        None,
+        description="compare_latency: quantile increase always tolerated, e.g. 25ms (0.025): "
+        "fresh processes differ by milliseconds no user notices.",
     )
     min_samples: Count | None = Field(
-        None, ge=1, description="compare_latency: samples needed on each side (50)."
+        None,
+        ge=1,
+        description="compare_latency: floor of samples on each side before judging (10); "
+        "the evidence rule decides when they suffice.",
     )
     max_delta: Percentage | None = Field(
-        None, description="compare_error_rate: error-rate increase tolerated, e.g. 0.5% (0.005)."
+        None, description="compare_error_rate: error-rate increase tolerated, e.g. 1% (0.01)."
     )
     beta: float | None = Field(
-        None, gt=0, lt=0.5, description="compare_error_rate: pass below this P(worse) (0.05)."
+        None,
+        gt=0,
+        lt=0.5,
+        description="Pass when P(canary worse beyond the tolerance) is at most this (0.05).",
     )
     min_requests: Count | None = Field(
-        None, ge=1, description="compare_error_rate: requests needed on each side (100)."
+        None,
+        ge=1,
+        description="compare_error_rate: floor of requests on each side before judging (1); "
+        "the evidence rule decides when they suffice.",
     )
     alpha: float | None = Field(
-        None, gt=0, lt=0.5, description="Significance: fail at p < alpha / P(worse) > 1-alpha."
+        None,
+        gt=0,
+        lt=0.5,
+        description="False-alarm budget (errors 0.05, latency 0.01), spent over the looks: "
+        "look j (the j-th doubling of the canary's traffic) fails at P(worse) >= "
+        "1 - alpha * 6 / (pi^2 j^2).",
     )
 
 
@@ -421,16 +419,15 @@ class AnalysisTemplateConfig(_Settings):
 
     def metric_specs(self, args: Mapping[str, str]) -> tuple[MetricSpec, ...]:
         """The template filled in for one release; raises if a used argument has no value."""
-        missing = [name for name in self.args if name not in args]
-        if missing:
-            raise TemplateArgumentError(
-                f"analysis template needs argument '{missing[0]}', which was not given",
-                f"it declares: {', '.join(self.args)}",
-            )
-        return tuple(self._spec(metric, args) for metric in self.metrics)
+        return self.frozen().filled(args)
 
-    def _spec(self, metric: _Metric, args: Mapping[str, str]) -> MetricSpec:
-        where = f"metric {metric.name}"
+    def frozen(self) -> AnalysisTemplate:
+        """The template as a release stores it: defaults resolved, placeholders unfilled."""
+        return AnalysisTemplate(
+            tuple(self.args), tuple(self._spec(metric) for metric in self.metrics)
+        )
+
+    def _spec(self, metric: _Metric) -> MetricSpec:
         interval = self._pick(metric, "interval")
         count = self._pick(metric, "count")
         query = getattr(metric, "query", None) if isinstance(metric, BuiltinMetric) else None
@@ -448,11 +445,10 @@ class AnalysisTemplateConfig(_Settings):
                 inconclusive_limit = 0
         errors = self._pick(metric, "consecutive_error_limit")
         min_sample = JUDGED_MIN_SAMPLE if query in WINDOW_QUERIES and query != "request_rate" else 0
-        success, failure = metric.success_condition, metric.failure_condition
         return MetricSpec(
             name=metric.name,
             provider=_provider_tag(metric),
-            config=_fill(metric.provider_config(), args, where),
+            config=metric.provider_config(),
             interval=interval,
             count=count,
             initial_delay=initial_delay,
@@ -461,23 +457,13 @@ class AnalysisTemplateConfig(_Settings):
             consecutive_error_limit=_or(errors, DEFAULT_CONSECUTIVE_ERROR_LIMIT),
             min_sample=_or(self._pick(metric, "min_sample"), min_sample),
             timeout=_or(self._pick(metric, "timeout"), 30.0),
-            success_condition=None if success is None else substitute(success, args, where=where),
-            failure_condition=None if failure is None else substitute(failure, args, where=where),
+            success_condition=metric.success_condition,
+            failure_condition=metric.failure_condition,
         )
 
 
 def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
-
-
-def _fill(value: Any, args: Mapping[str, str], where: str) -> Any:
-    if isinstance(value, str):
-        return substitute(value, args, where=where)
-    if isinstance(value, list):
-        return [_fill(item, args, where) for item in value]
-    if isinstance(value, dict):
-        return {key: _fill(item, args, where) for key, item in value.items()}
-    return value
 
 
 def _problem(

@@ -19,12 +19,13 @@ from conveyor.config.suggest import describe, invalid
 
 _NUMBER = r"\d+(?:\.\d+)?"
 _DURATION_RE = re.compile(
-    rf"^(?:(?P<h>{_NUMBER})h)?(?:(?P<m>{_NUMBER})m)?(?:(?P<s>{_NUMBER})s)?(?:(?P<ms>{_NUMBER})ms)?$"
+    rf"^(?:(?P<h>{_NUMBER})\s*h)?(?:(?P<m>{_NUMBER})\s*m)?(?:(?P<s>{_NUMBER})\s*s)?"
+    rf"(?:(?P<ms>{_NUMBER})\s*ms)?$"
 )
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 DURATION_PATTERN = (
-    r"^(?:\d+(?:\.\d+)?|(?=\d)(?:\d+(?:\.\d+)?h)?(?:\d+(?:\.\d+)?m)?"
-    r"(?:\d+(?:\.\d+)?s)?(?:\d+(?:\.\d+)?ms)?)$"
+    r"^(?:\d+(?:\.\d+)?|(?=\d)(?:\d+(?:\.\d+)?\s*h)?(?:\d+(?:\.\d+)?\s*m)?"
+    r"(?:\d+(?:\.\d+)?\s*s)?(?:\d+(?:\.\d+)?\s*ms)?)$"
 )
 """The duration syntax for JSON Schema (ECMA-262 regex: no named groups)."""
 DURATION_HINT = "write a duration like 500ms, 30s, 2m, 1h or 1m30s (a bare number means seconds)"
@@ -39,7 +40,8 @@ def parse_duration(value: object, *, positive: bool = False) -> float:
     """Seconds from ``"500ms"``, ``"30s"``, ``"2m"``, ``"1h"``, ``"1m30s"`` or a bare number.
 
     Units must appear largest first and at most once, which rejects ambiguous spellings
-    such as ``30s1m``; ``positive`` additionally rejects zero, for timeouts and periods.
+    such as ``30s1m``; a space may separate a number from its unit (``10 m``), as pipeline
+    timeouts always allowed. ``positive`` additionally rejects zero, for timeouts and periods.
     """
     seconds = _seconds(value)
     if seconds is None:

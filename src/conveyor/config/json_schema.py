@@ -11,6 +11,10 @@ model at once rather than field by field:
 - the percentage patterns of ``durations`` describe the syntax (``5%``) but not the range
   the parsers enforce; JSON Schema can only state "at most 100%" as a regex, so those
   patterns are narrowed to 0-100% in the finished schema.
+- a bound pydantic cannot attach to the number itself (``Field(ge=1)`` on an optional
+  ``Count``, whose validator runs first) comes out under its Python name (``"ge": 1``),
+  which JSON Schema ignores; such bounds are renamed to ``minimum`` and its siblings, so
+  editors enforce them and the schema uses the standard vocabulary only (a test checks it).
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ PERCENT_UP_TO_100_PATTERN = r"^0*(?:100(?:\.0+)?|\d{1,2}(?:\.\d+)?)\s*%$"
 WHOLE_PERCENT_UP_TO_100_PATTERN = r"^0*(?:100|\d{1,2})\s*%$"
 """``WHOLE_PERCENT_PATTERN`` limited to 0-100%, as ``parse_int_or_percent`` accepts."""
 
+_STANDARD_BOUNDS = {
+    "ge": "minimum",
+    "gt": "exclusiveMinimum",
+    "le": "maximum",
+    "lt": "exclusiveMaximum",
+}
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+"""Keywords whose value maps names to schemas: their keys are names, never keywords."""
+
 _BOUNDED_PATTERNS = {
     PERCENT_PATTERN: PERCENT_UP_TO_100_PATTERN,
     WHOLE_PERCENT_PATTERN: WHOLE_PERCENT_UP_TO_100_PATTERN,
@@ -38,7 +51,9 @@ class ConveyorJsonSchema(GenerateJsonSchema):
     """pydantic's generator, with dict key names and percentage ranges enforced."""
 
     def generate(self, schema: CoreSchema, mode: JsonSchemaMode = "validation") -> JsonSchemaValue:
-        result: JsonSchemaValue = _bound_percentages(super().generate(schema, mode))
+        result: JsonSchemaValue = _standard_bounds(
+            _bound_percentages(super().generate(schema, mode))
+        )
         return result
 
     def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
@@ -93,3 +108,22 @@ def _bound_percentages(node: Any) -> Any:
     if isinstance(node, list):
         return [_bound_percentages(item) for item in node]
     return node
+
+
+def _standard_bounds(node: Any) -> Any:
+    """Rename pydantic's ``ge``/``gt``/``le``/``lt`` keywords to JSON Schema's."""
+    if isinstance(node, list):
+        return [_standard_bounds(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _standard_bounds(schema) for name, schema in value.items()}
+        elif key in _STANDARD_BOUNDS and isinstance(value, int | float):
+            out[_STANDARD_BOUNDS[key]] = value
+        elif key in ("default", "examples", "const", "enum"):
+            out[key] = value  # values, not schemas
+        else:
+            out[key] = _standard_bounds(value)
+    return out

@@ -5,40 +5,46 @@ pydantic failure is translated here into ``ConfigProblem``s that carry the file,
 line, the dotted field path and a hint, and all of them are reported at once. Nothing that
 a user can type may escape as another exception.
 
-Line numbers come from ruamel.yaml's round-trip loader, which remembers where each key and
-list item was. The document is first copied into plain Python values alongside a map from
-data path to line; a pydantic error location is then walked against the data (skipping
-pydantic's internal union tags) to find the deepest part of it that exists in the file, and
-the model classes are walked along the same location to name the allowed fields.
+The text is read by ``source.read_yaml`` into values that remember their file and line; the
+pipeline's ``extends:`` templates are merged in (``extends.py``), each value keeping its
+origin, so the whole of conveyor.yaml, pipeline included, is validated in one pass against
+``ProjectConfig``. A pydantic error location is then walked against the data (skipping
+pydantic's internal union tags) to find the deepest part of it that exists, which gives the
+file and line, and the model classes are walked along the same location to name the
+allowed fields, ranges and examples.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import re
 import types
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeGuard, Union, get_args, get_origin
 
 from pydantic import BaseModel, Tag, ValidationError
-from pydantic_core import ErrorDetails
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedSeq, TaggedScalar
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, InitErrorDetails
 
+from conveyor.config.extends import resolve_pipeline
+from conveyor.config.flags import flag_problems, merge_flag_files
 from conveyor.config.schema import ProjectConfig, reference_errors
-from conveyor.config.suggest import ERROR_TYPE, HINT_KEY, choose_hint, describe
+from conveyor.config.source import DataPath, Origin, file_problem, read_yaml
+from conveyor.config.suggest import (
+    ERROR_TYPE,
+    HINT_KEY,
+    choose_hint,
+    closest,
+    describe,
+    flow,
+    invalid,
+)
 from conveyor.errors import ConfigError, ConfigProblem
+from conveyor.layout import CONFIG_NAMES, find_config
 
-CONFIG_NAMES = ("conveyor.yaml", "conveyor.yml")
-_MAX_NODES = 100_000
-_MAX_DEPTH = 64
-
-DataPath = tuple[str | int, ...]
+_START = "start with 'project: NAME', then 'services:' and 'environments:'"
 
 
 @dataclass(frozen=True)
@@ -50,28 +56,6 @@ class LoadedProject:
     root: Path
 
 
-def find_config(start: Path) -> Path:
-    """The conveyor.yaml (or conveyor.yml) in ``start``; a file path is returned as is."""
-    if start.is_file():
-        return start
-    for name in CONFIG_NAMES:
-        candidate = start / name
-        if candidate.is_file():
-            return candidate
-    where = "no such directory" if not start.exists() else f"no {CONFIG_NAMES[0]} in {start}"
-    raise ConfigError(
-        [
-            ConfigProblem(
-                file=str(start / CONFIG_NAMES[0]),
-                line=None,
-                field="(file)",
-                message=where,
-                hint="run inside a project or pass -C DIR",
-            )
-        ]
-    )
-
-
 def load_project(path: Path) -> LoadedProject:
     """Load and validate a project from its conveyor.yaml or the directory holding it."""
     file = find_config(path).resolve()
@@ -79,46 +63,58 @@ def load_project(path: Path) -> LoadedProject:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            [_file_problem(file, f"cannot read the file: {exc}", "check it is readable UTF-8")]
+            [file_problem(file, f"cannot read the file: {exc}", "check it is readable UTF-8")]
         ) from None
     return LoadedProject(config=parse_config(text, str(file)), file=file, root=file.parent)
 
 
 def parse_config(text: str, file: str = CONFIG_NAMES[0]) -> ProjectConfig:
-    """Validate conveyor.yaml text; ``file`` only labels the problems."""
-    data, lines = _read_yaml(text, file)
-    if data is None:
-        raise ConfigError(
-            [
-                _file_problem(
-                    file,
-                    "the file is empty",
-                    "start with 'project: NAME', then 'services:' and 'environments:'",
-                )
-            ]
-        )
-    if not isinstance(data, dict):
+    """Validate conveyor.yaml text; ``file`` labels the problems and anchors ``extends:``.
+
+    A relative ``pipeline.extends`` resolves against the directory of ``file``, which must
+    then be an absolute path (``load_project`` passes one). Given a mere label such as the
+    default, the text may only extend absolute paths: guessing a directory (the current
+    one, say) would make the same text mean different pipelines in different processes.
+    """
+    document = read_yaml(text, file)
+    if document.value is None:
+        raise ConfigError([file_problem(file, "the file is empty", _START)])
+    if document.entries() is None:
         raise ConfigError(
             [
                 ConfigProblem(
                     file=file,
                     line=1,
                     field="(file)",
-                    message=f"expected a mapping of fields at the top level, got {describe(data)}",
-                    hint="start with 'project: NAME', then 'services:' and 'environments:'",
+                    message=f"expected a mapping of fields at the top level, got "
+                    f"{describe(document.plain())}",
+                    hint=_START,
                 )
             ]
         )
+    document, problems = resolve_pipeline(document, file)
+    document, flag_file_problems = merge_flag_files(document, file)
+    problems += flag_file_problems
+    data = document.plain()
+    assert isinstance(data, dict)
+    origins = document.origins()
     try:
-        return ProjectConfig.model_validate(data)
+        config = ProjectConfig.model_validate(data)
+        errors = _raw_slo_errors(data)
     except ValidationError as exc:
-        errors = [*exc.errors(), *_raw_reference_errors(data)]
-        problems = {_problem(error, data, lines, file) for error in errors}
-        raise ConfigError(sorted(problems, key=_reading_order)) from None
+        errors = [*exc.errors(), *_raw_reference_errors(data), *_raw_slo_errors(data)]
+    if errors:
+        origins = document.origins()
+        problems += {_problem(error, data, origins) for error in errors}
+    envs = data.get("environments")
+    problems += flag_problems(data, origins, set(envs) if isinstance(envs, dict) else set())
+    if problems:
+        raise ConfigError(sorted(set(problems), key=_reading_order(file)))
+    return config
 
 
 def _raw_reference_errors(data: dict[str, object]) -> list[ErrorDetails]:
-    """Cross-reference errors found on the raw document, see ``schema.reference_errors``."""
+    """Cross-reference errors found on the raw document, see ``environments.reference_errors``."""
     services, environments = data.get("services"), data.get("environments")
     if not isinstance(services, dict) or not isinstance(environments, dict):
         return []
@@ -136,184 +132,74 @@ def _raw_reference_errors(data: dict[str, object]) -> list[ErrorDetails]:
     return [{**error, "loc": ("environments", *error["loc"])} for error in errors]
 
 
-def _reading_order(problem: ConfigProblem) -> tuple[int, str]:
-    return (problem.line if problem.line is not None else 0, problem.field)
+def _raw_slo_errors(data: dict[str, object]) -> list[ErrorDetails]:
+    """SLOs name environments that exist, and no two SLOs of a service share a name."""
+    services, environments = data.get("services"), data.get("environments")
+    if not isinstance(services, dict) or not isinstance(environments, dict):
+        return []
+    problems: list[InitErrorDetails] = []
+    for name, service in services.items():
+        slos = service.get("slos") if isinstance(service, dict) else None
+        seen: set[object] = set()
+        for index, slo in enumerate(slos if isinstance(slos, list) else ()):
+            if not isinstance(slo, dict):
+                continue
+            if slo.get("name") in seen:
+                problems.append(
+                    InitErrorDetails(
+                        type=invalid(
+                            f"service '{name}' has two SLOs named {slo.get('name')!r}",
+                            "give each SLO of a service its own name",
+                        ),
+                        loc=(name, "slos", index, "name"),
+                        input=slo.get("name"),
+                    )
+                )
+            seen.add(slo.get("name"))
+            envs = slo.get("environments", ["production"])
+            for position, env in enumerate(envs if isinstance(envs, list) else ()):
+                if isinstance(env, str) and env not in environments:
+                    where: tuple[str | int, ...] = (name, "slos", index, "environments", position)
+                    problems.append(
+                        InitErrorDetails(
+                            type=invalid(
+                                f"SLO '{slo.get('name')}' of service '{name}' applies to "
+                                f"unknown environment '{env}'",
+                                choose_hint(env, list(environments), "environments")
+                                or "name environments declared under environments:",
+                            ),
+                            loc=where if "environments" in slo else where[:4],
+                            input=env,
+                        )
+                    )
+    if not problems:
+        return []
+    errors = ValidationError.from_exception_data("services", problems).errors()
+    return [{**error, "loc": ("services", *error["loc"])} for error in errors]
 
 
-def _file_problem(file: str | Path, message: str, hint: str) -> ConfigProblem:
-    return ConfigProblem(file=str(file), line=None, field="(file)", message=message, hint=hint)
+def _reading_order(file: str) -> Callable[[ConfigProblem], tuple[bool, str, int, str]]:
+    """conveyor.yaml's problems first, by line; then each template's, by file and line."""
 
+    def key(problem: ConfigProblem) -> tuple[bool, str, int, str]:
+        line = problem.line if problem.line is not None else 0
+        return (problem.file != file, problem.file, line, problem.field)
 
-# --- YAML -> plain data with lines ---------------------------------------------------------
-
-
-def _read_yaml(text: str, file: str) -> tuple[object, dict[DataPath, int]]:
-    yaml = YAML(typ="rt")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ruamel warns on e.g. reused anchors: not our call
-            document = yaml.load(text)
-    except YAMLError as exc:
-        raise ConfigError([_yaml_problem(exc, file)]) from None
-    except RecursionError:
-        raise ConfigError(
-            [_file_problem(file, "the YAML is nested too deeply", _NESTING)]
-        ) from None
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        # ruamel's constructors raise bare Python errors for some tagged values (!!int x).
-        raise ConfigError(
-            [_file_problem(file, f"invalid YAML value: {exc}", "check explicit !!tags")]
-        ) from None
-    lines: dict[DataPath, int] = {(): (_line_of(document) or 0) + 1}
-    try:
-        data = _Plain(lines).convert(document, (), 0)
-    except _TooComplex as exc:
-        raise ConfigError([_file_problem(file, str(exc), _NESTING)]) from None
-    return data, lines
-
-
-_NESTING = "a conveyor.yaml is a few levels deep; check for runaway anchors or brackets"
-
-
-class _TooComplex(Exception):
-    pass
-
-
-class _Plain:
-    """Copies ruamel's round-trip nodes into dict/list/str/int/float/bool, recording lines.
-
-    Aliases are copied, not shared, so a node counter bounds the work an alias bomb can
-    cause, and a depth limit stops a recursive alias (ruamel currently breaks those itself).
-    """
-
-    def __init__(self, lines: dict[DataPath, int]) -> None:
-        self.lines = lines
-        self.nodes = 0
-
-    def convert(self, node: object, path: DataPath, depth: int) -> object:
-        self.nodes += 1
-        if self.nodes > _MAX_NODES or depth > _MAX_DEPTH:
-            raise _TooComplex("the YAML document is too large or too deeply nested")
-        if isinstance(node, Mapping):
-            return self._mapping(node, path, depth)
-        if isinstance(node, CommentedSeq | list | set | tuple):
-            return self._sequence(list(node), node, path, depth)
-        return _scalar(node)
-
-    def _mapping(self, node: Mapping[Any, Any], path: DataPath, depth: int) -> dict[str, object]:
-        out: dict[str, object] = {}
-        parent_line = self.lines.get(path, 1)
-        for raw_key, value in node.items():
-            key = _key_text(raw_key)
-            line = _position(node, raw_key)
-            self.lines[(*path, key)] = line + 1 if line is not None else parent_line
-            out[key] = self.convert(value, (*path, key), depth + 1)
-        return out
-
-    def _sequence(self, items: list[Any], node: object, path: DataPath, depth: int) -> list[object]:
-        out: list[object] = []
-        parent_line = self.lines.get(path, 1)
-        for index, value in enumerate(items):
-            line = _position(node, index)
-            self.lines[(*path, index)] = line + 1 if line is not None else parent_line
-            out.append(self.convert(value, (*path, index), depth + 1))
-        return out
-
-
-def _line_of(node: object) -> int | None:
-    lc = getattr(node, "lc", None)
-    line = getattr(lc, "line", None)
-    return line if isinstance(line, int) else None
-
-
-def _position(node: object, key: object) -> int | None:
-    """0-based line of a key or item; None for merged keys, which have no place of their own."""
-    lc = getattr(node, "lc", None)
-    data = getattr(lc, "data", None)
-    if not isinstance(data, dict) or key not in data:
-        return None
-    line = data[key][0]
-    return line if isinstance(line, int) else None
-
-
-def _key_text(key: object) -> str:
-    if isinstance(key, str):
-        return str(key)
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    if key is None:
-        return "null"
-    return str(_scalar(key))
-
-
-def _scalar(value: object) -> object:
-    """Plain Python values, so pydantic never sees ruamel's str/int/float subclasses."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, dt.date):
-        return value.isoformat()  # an unquoted 2024-01-01 most likely meant the text
-    if isinstance(value, TaggedScalar):
-        return str(value.value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-def _yaml_problem(exc: YAMLError, file: str) -> ConfigProblem:
-    if not isinstance(exc, MarkedYAMLError):
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return _file_problem(
-            file, f"invalid YAML: {message}", "save the file as UTF-8 text without control bytes"
-        )
-    mark = exc.problem_mark or exc.context_mark
-    line = mark.line + 1 if mark is not None else None
-    column = mark.column + 1 if mark is not None else None
-    problem = exc.problem or "syntax error"
-    duplicate = re.match(r'found duplicate key "(.*?)"', problem)
-    if duplicate:
-        key = duplicate.group(1)
-        return ConfigProblem(
-            file=file,
-            line=line,
-            field=key,
-            message=f"duplicate key '{key}'",
-            hint=f"each key may appear once per mapping: merge or remove one of the '{key}' keys",
-            column=column,
-        )
-    if "'\\t'" in problem:
-        hint = "indent with spaces: YAML does not allow tab characters for indentation"
-    else:
-        hint = "check the indentation, colons and quotes on this line and the one before"
-    context = f" ({exc.context})" if exc.context else ""
-    return ConfigProblem(
-        file=file,
-        line=line,
-        field="(yaml)",
-        message=f"invalid YAML: {problem}{context}",
-        hint=hint,
-        column=column,
-    )
+    return key
 
 
 # --- pydantic error -> ConfigProblem -----------------------------------------------------
 
 
-def _problem(
-    error: ErrorDetails, data: object, lines: dict[DataPath, int], file: str
-) -> ConfigProblem:
+def _problem(error: ErrorDetails, data: object, origins: dict[DataPath, Origin]) -> ConfigProblem:
     loc = tuple(error["loc"])
     found = _existing_path(loc, data)
     shown: DataPath = (*found, loc[-1]) if error["type"] == "missing" and loc else found
     message, hint = _wording(error, loc)
+    origin = origins.get(found, origins[()])
     return ConfigProblem(
-        file=file,
-        line=lines.get(found, lines[()]),
+        file=origin.file,
+        line=origin.line,
         field=_dotted(shown) or "(top level)",
         message=message,
         hint=hint,
@@ -373,8 +259,7 @@ def _wording(error: ErrorDetails, loc: DataPath) -> tuple[str, str | None]:
         hint = ctx.get(HINT_KEY)
         return error["msg"], str(hint) if hint is not None else _number_hint(owner, name, ctx)
     if kind == "extra_forbidden":
-        allowed = _fields(owner)
-        return f"unknown field '{name}'", _unknown_field_hint(name, allowed)
+        return f"unknown field '{name}'", _unknown_field_hint(owner, name)
     if kind == "missing":
         about = _description(owner, name)
         return f"missing required field '{name}'", f"add '{name}:'" + (
@@ -387,18 +272,21 @@ def _wording(error: ErrorDetails, loc: DataPath) -> tuple[str, str | None]:
             hint = f"indent its fields under the key; it takes: {', '.join(fields)}"
         elif kind == "list_type":
             hint = _list_hint(name, value)
-        return f"{_TYPE_WORDS[kind]}, got {describe(value)}", hint or _number_hint(owner, name, ctx)
+        elif kind == "string_type" and isinstance(value, int | float | bool):
+            hint = f'quote it to keep it text, e.g. {name}: "{flow(value)}"'
+        hint = hint or _number_hint(owner, name, ctx)
+        if hint is None and (example := _example(owner, name)) is not None:
+            hint = f"e.g. {name}: {example}"
+        return f"{_TYPE_WORDS[kind]}, got {describe(value)}", hint
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
         return f"{words} {ctx.get(key)}, got {describe(value)}", _number_hint(owner, name, ctx)
     if kind == "string_pattern_mismatch":
         about = _description(owner, name)
-        examples = (
-            owner.model_fields[name].examples if owner and name in owner.model_fields else None
-        )
+        example = _example(owner, name)
         hint = f"{name}: {about}" if about else f"match the pattern {ctx.get('pattern')}"
-        if examples:
-            hint += f", e.g. {name}: {examples[0]}"
+        if example is not None:
+            hint += f", e.g. {name}: {example}"
         return f"{describe(value)} does not match the pattern {ctx.get('pattern')}", hint
     if kind == "too_short":
         about = _description(owner, name)
@@ -429,7 +317,7 @@ def _number_hint(model: type[BaseModel] | None, name: str, ctx: Mapping[str, Any
     example is the field's first ``examples`` entry, else its default, else its lowest
     allowed whole number. None for fields that are not numbers.
     """
-    field = model.model_fields.get(name) if model is not None else None
+    field = _field(model, name)
     bounds: dict[str, float] = {}
     types_seen: set[type] = set()
     if field is not None:
@@ -503,10 +391,24 @@ def _number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _unknown_field_hint(name: str, allowed: Sequence[str]) -> str:
+def _unknown_field_hint(owner: type[BaseModel] | None, name: str) -> str:
+    """``did you mean 'needs'? e.g. needs: [build]; allowed fields: ...`` for a typo."""
+    allowed = _fields(owner)
     if not allowed:
         return "remove it"
-    return choose_hint(name, allowed, "fields").replace("known fields", "allowed fields")
+    hint = choose_hint(name, allowed, "fields").replace("known fields", "allowed fields")
+    meant = closest(name, allowed)
+    example = _example(owner, meant) if meant is not None else None
+    if example is not None:
+        hint = hint.replace("? allowed fields", f"? e.g. {meant}: {example}; allowed fields", 1)
+    return hint
+
+
+def _example(model: type[BaseModel] | None, name: str) -> str | None:
+    """A field's first declared example, as it is written in YAML."""
+    field = _field(model, name)
+    examples = field.examples if field is not None else None
+    return flow(examples[0]) if examples else None
 
 
 def _quoted(text: str) -> list[str]:
@@ -514,16 +416,27 @@ def _quoted(text: str) -> list[str]:
 
 
 def _description(model: type[BaseModel] | None, name: str) -> str | None:
-    if model is None or name not in model.model_fields:
-        return None
-    description = model.model_fields[name].description
+    field = _field(model, name)
+    description = field.description if field is not None else None
     return description.rstrip(".") if description else None
 
 
+def _field(model: type[BaseModel] | None, name: str) -> FieldInfo | None:
+    """The field a YAML key names: by its alias (``if``) or, failing that, its name."""
+    if model is None:
+        return None
+    for field in model.model_fields.values():
+        if field.alias == name:
+            return field
+    return model.model_fields.get(name)
+
+
 def _fields(model: type[BaseModel] | None) -> list[str]:
+    """The keys a model accepts, as users write them (aliases, not Python names)."""
     if model is None:
         return []
-    return [name for name in model.model_fields if name != "kind"]
+    written = [field.alias or name for name, field in model.model_fields.items() if name != "kind"]
+    return [*getattr(model, "RESOLVED_KEYS", ()), *written]
 
 
 def _owner(loc: DataPath) -> type[BaseModel] | None:
@@ -547,7 +460,7 @@ def _model(loc: DataPath) -> type[BaseModel] | None:
 def _step(annotation: Any, part: str | int) -> Any:
     annotation = _unwrap(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        field = annotation.model_fields.get(str(part))
+        field = _field(annotation, str(part))
         return field.annotation if field is not None else None
     origin = get_origin(annotation)
     if origin is dict:

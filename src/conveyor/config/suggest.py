@@ -12,6 +12,8 @@ error context into the ``ConfigProblem`` it reports.
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from collections.abc import Iterable
 
 from pydantic_core import PydanticCustomError
@@ -75,3 +77,39 @@ def describe(value: object) -> str:
         shown = value if len(value) <= 40 else value[:37] + "..."
         return repr(shown)
     return repr(value)
+
+
+def flow(value: object, *, nested: bool = False) -> str:
+    """A value as it is written in YAML flow style: ``[build, lint]``, ``{python: "3.11"}``.
+
+    Strings stay plain where YAML reads them back as the same string and are double-quoted
+    otherwise (``"3.11"`` would be a number, ``"{{ x }}"`` a mapping).
+    """
+    if isinstance(value, dict):
+        items = (f"{key}: {flow(item, nested=True)}" for key, item in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(flow(item, nested=True) for item in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and not _plain_scalar(value, nested):
+        return json.dumps(value)
+    return str(value)
+
+
+_INDICATORS = "-?:,[]{}#&*!|>'\"%@`"
+_NOT_TEXT = re.compile(
+    r"[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|true|false|yes|no|on|off|null|~",
+    re.IGNORECASE,
+)
+
+
+def _plain_scalar(text: str, nested: bool) -> bool:
+    """Whether ``text`` unquoted is read back by YAML as this very string."""
+    if not text or text != text.strip() or text[0] in _INDICATORS or _NOT_TEXT.fullmatch(text):
+        return False
+    if ": " in text or " #" in text or text.endswith(":"):
+        return False
+    return not (nested and any(c in text for c in ",[]{}"))

@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.analysis.base import AnalysisContext, MetricProvider, RouteView
-from conveyor.analysis.providers import default_providers
 from conveyor.analysis.runner import AnalysisRun
-from conveyor.config.analysis import AnalysisTemplateConfig
 from conveyor.core.state import AnalysisState, RolloutSpec
-from conveyor.errors import NotFound
+from conveyor.errors import ConveyorError
 from conveyor.store.records import NewEvent, ReleaseRecord
 from conveyor.traffic.base import TrafficRouter
 
@@ -30,18 +28,18 @@ class ReleaseAnalyses:
         service: str,
         env: str,
         router: TrafficRouter,
-        templates: Callable[[], Mapping[str, AnalysisTemplateConfig]],
+        providers: Mapping[str, MetricProvider],
         clock: Callable[[], float],
         workdir: Path | None,
     ) -> None:
         self.service = service
         self.env = env
         self.router = router
-        self.templates = templates
         self.clock = clock
         self.workdir = workdir
-        self.providers: dict[str, MetricProvider] = default_providers()
+        self.providers = providers
         self.runs: dict[str, AnalysisRun] = {}
+        self.broken: dict[str, str] = {}  # runs that could not start, and why
         self.release_id: int | None = None
 
     def load(self, release: ReleaseRecord, spec: RolloutSpec) -> None:
@@ -50,21 +48,36 @@ class ReleaseAnalyses:
             return
         self.release_id = release.id
         self.runs = {}
-        for key, stored in (release.status.get("analysis") or {}).items():
+        self.broken = {}
+        for key, stored in release.analysis.items():
+            if "broken" in stored:
+                self.broken[key] = str(stored["broken"])
+                continue
             context = self._context(release, spec, key)
             self.runs[key] = AnalysisRun.from_json(stored["run"], self.providers, context)
 
     def start(self, release: ReleaseRecord, spec: RolloutSpec, key: str, template: str) -> None:
-        if key in self.runs:
+        """Start run ``key`` from the template frozen in the release's plan.
+
+        A run that cannot start (a release stored before plans, whose templates were never
+        frozen; an argument with no value) is an analysis *error*, which the core treats as
+        a failed judgement: the release rolls back rather than waiting on nothing.
+        """
+        if key in self.runs or key in self.broken:
             return
-        templates = self.templates()
-        if template not in templates:
-            raise NotFound(
-                f"analysis template '{template}' is not declared in conveyor.yaml",
-                hint="declare it under analysis:, or change the canary step",
+        frozen = release.plan.analysis.get(template)
+        if frozen is None:
+            self.broken[key] = (
+                f"analysis template '{template}' is not part of this release's plan "
+                "(a release created before plans were frozen)"
             )
+            return
         context = self._context(release, spec, key)
-        metrics = templates[template].metric_specs(context.args)
+        try:
+            metrics = frozen.filled(context.args)
+        except ConveyorError as error:
+            self.broken[key] = error.message
+            return
         self.runs[key] = AnalysisRun(metrics, self.providers, context, started_at=self.clock())
 
     async def step(self) -> list[NewEvent]:
@@ -91,19 +104,27 @@ class ReleaseAnalyses:
                 )
         return events
 
+    @property
+    def active(self) -> bool:
+        """Whether this release has any analysis run, started or broken."""
+        return bool(self.runs or self.broken)
+
     def terminate(self) -> None:
         for run in self.runs.values():
             run.terminate()
 
     def states(self) -> dict[str, AnalysisState]:
-        states = {}
+        states = {key: AnalysisState("error", message) for key, message in self.broken.items()}
         for key, run in self.runs.items():
             summary = run.summary()
             states[key] = AnalysisState(summary.phase, summary.message, summary.evidence)
         return states
 
     def to_json(self) -> dict[str, Any]:
-        out = {}
+        out: dict[str, Any] = {
+            key: {"broken": message, "phase": "error", "summary": message}
+            for key, message in self.broken.items()
+        }
         for key, run in self.runs.items():
             summary = run.summary()
             out[key] = {"run": run.to_json(), "phase": summary.phase, "summary": summary.message}

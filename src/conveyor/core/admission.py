@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
+from conveyor.core.state import Phase
 from conveyor.errors import AlreadyDeployed, Conflict, Refused
 
 
@@ -19,7 +21,7 @@ class Candidate:
     env: str
     template: str
     instances: int
-    artifact_service: str
+    artifact_services: tuple[str, ...]  # every service the artifact was built for
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,13 @@ class Current:
     revision: int
     template: str
     instances: int
-    phase: str
+    phase: Phase
+    ready: int | None = None  # its instances ready now (None: not observed)
+
+
+Admission = Literal["start", "restore"]
+"""``start``: create the release. ``restore``: the environment already runs exactly this,
+short of instances; bring it back to its size instead of releasing it again."""
 
 
 def admit(
@@ -38,27 +46,24 @@ def admit(
     active: Current | None,
     stable: Current | None,
     stable_artifact_present: bool,
-) -> None:
-    """Raise why this release must not start; return quietly when it may."""
+) -> Admission:
+    """Raise why this release must not start; say how to proceed when it may."""
     where = f"{candidate.service} in {candidate.env}"
-    if candidate.artifact_service != candidate.service:
+    if candidate.service not in candidate.artifact_services:
+        built_for = ", ".join(repr(s) for s in candidate.artifact_services) or "no service"
         raise Refused(
-            f"the artifact was built for {candidate.artifact_service!r}, not {candidate.service!r}",
-            hint=f"build it with `conveyor build {candidate.service}` and deploy that digest",
+            f"the artifact was built for {built_for}, not {candidate.service!r}",
+            hint=f"build it with `conveyor build {candidate.service}` (the same bytes are "
+            "recorded for each service they are built for) and deploy that digest",
         )
-    if active is not None and active.phase in (
-        "pending",
-        "progressing",
-        "verifying",
-        "rolling_back",
-    ):
+    if active is not None and active.phase.in_progress:
         raise Conflict(
             f"r{active.revision} of {where} is still rolling out ({active.phase})",
             hint=f"wait for it (`conveyor status --env {candidate.env}`), or abort it with "
             f"`conveyor rollback {candidate.service} --env {candidate.env}`",
         )
     if stable is None:
-        return
+        return "start"
     if not stable_artifact_present:
         raise Refused(
             f"there is no way back: the artifact of r{stable.revision} ({where}) is missing "
@@ -67,10 +72,15 @@ def admit(
             "before shipping something new",
         )
     if stable.template == candidate.template and stable.instances == candidate.instances:
+        if stable.ready is not None and stable.ready < stable.instances:
+            # "Nothing to deploy" must never stand between users and a version that is
+            # supposed to run: the same release is brought back to its size instead.
+            return "restore"
         raise AlreadyDeployed(
             f"r{stable.revision} already runs this artifact with this config in {candidate.env}",
             hint="nothing to deploy; change the code (`--build`) or the config (`--set KEY=VALUE`)",
         )
+    return "start"
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,15 @@ Deliberate choices, each a known trap in other tools:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, cast
 
-from conveyor.core.expressions import ExpressionError, compile_expression, kind_of
+from conveyor.core.expressions import compile_expression, kind_of
+from conveyor.errors import ExpressionError, TemplateArgumentError
 
 MeasurementPhase = Literal["successful", "failed", "inconclusive", "error"]
 MetricPhase = Literal["running", "successful", "failed", "inconclusive", "error"]
@@ -348,3 +351,100 @@ def as_measurement_phase(outcome: str) -> MeasurementPhase:
     """A judge's verdict (pass/fail/inconclusive) as a measurement phase."""
     phases = {"pass": "successful", "fail": "failed", "inconclusive": "inconclusive"}
     return cast(MeasurementPhase, phases[outcome])
+
+
+# --- templates, frozen into a release's plan --------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+_ARG_REF = re.compile(r"args\.([A-Za-z_][A-Za-z0-9_-]*)")
+
+
+def substitute(text: str, args: Mapping[str, str], *, where: str = "template") -> str:
+    """Replace every ``{{args.NAME}}`` in ``text``; anything unknown is an error, not left in.
+
+    A query silently left with ``{{...}}`` in it returns no data, which reads as
+    "inconclusive" forever: better to fail the run with the name of what is missing.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        reference = _ARG_REF.fullmatch(match.group(1))
+        if reference is None:
+            raise TemplateArgumentError(
+                f"{where}: {match.group()} is not a placeholder Conveyor knows",
+                "placeholders look like {{args.NAME}}, NAME being one of the template's args",
+            )
+        name = reference.group(1)
+        if name not in args:
+            known = ", ".join(sorted(args)) or "none"
+            raise TemplateArgumentError(
+                f"{where}: no value for argument '{name}'", f"the arguments given are: {known}"
+            )
+        return args[name]
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def placeholders(text: str) -> list[tuple[str, str | None]]:
+    """Each ``{{...}}`` in ``text`` with the argument it names (None when it is not args.X)."""
+    found = []
+    for match in _PLACEHOLDER.finditer(text):
+        reference = _ARG_REF.fullmatch(match.group(1))
+        found.append((match.group(), reference.group(1) if reference else None))
+    return found
+
+
+def stand_in(text: str, replacement: str) -> str:
+    """``text`` with every placeholder replaced by ``replacement`` (for compile-time checks)."""
+    return _PLACEHOLDER.sub(lambda _: replacement, text)
+
+
+def _fill(value: Any, args: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, str):
+        return substitute(value, args, where=where)
+    if isinstance(value, list | tuple):
+        return [_fill(item, args, where) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _fill(item, args, where) for key, item in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class AnalysisTemplate:
+    """An ``analysis:`` template as a release froze it: metrics with placeholders unfilled.
+
+    Frozen at release creation so a canary started last week is judged by the template it
+    started with, not by this morning's file; filled per run, because the arguments (the
+    revisions being compared) are only known once the store has numbered the release.
+    """
+
+    args: tuple[str, ...]
+    metrics: tuple[MetricSpec, ...]
+
+    def filled(self, args: Mapping[str, str]) -> tuple[MetricSpec, ...]:
+        missing = [name for name in self.args if name not in args]
+        if missing:
+            raise TemplateArgumentError(
+                f"analysis template needs argument '{missing[0]}', which was not given",
+                f"it declares: {', '.join(self.args)}",
+            )
+        return tuple(_filled(spec, args) for spec in self.metrics)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"args": list(self.args), "metrics": [m.to_json() for m in self.metrics]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AnalysisTemplate:
+        return cls(
+            tuple(data.get("args", ())), tuple(MetricSpec.from_json(m) for m in data["metrics"])
+        )
+
+
+def _filled(spec: MetricSpec, args: Mapping[str, str]) -> MetricSpec:
+    where = f"metric {spec.name}"
+    success, failure = spec.success_condition, spec.failure_condition
+    return dataclasses.replace(
+        spec,
+        config=_fill(dict(spec.config), args, where),
+        success_condition=None if success is None else substitute(success, args, where=where),
+        failure_condition=None if failure is None else substitute(failure, args, where=where),
+    )

@@ -34,6 +34,7 @@ from conveyor.core.state import (
     Wait,
     describe_step,
 )
+from conveyor.core.strategies import switch
 from conveyor.core.traffic import same_split
 
 BACKGROUND = "background"
@@ -253,8 +254,6 @@ def _header_route(
 def _promote_fully(
     spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: float
 ) -> Decision:
-    from conveyor.core.strategies import switch
-
     start = _ensure_capacity(spec, status, obs.new, spec.desired)
     if start is not None:
         return start
@@ -287,7 +286,13 @@ def pause(status: RolloutStatus, actor: str) -> RolloutStatus:
     return status.evolve(paused=f"{MANUAL_PAUSE}{actor}", message=f"{MANUAL_PAUSE}{actor}")
 
 
-def resume(status: RolloutStatus) -> RolloutStatus:
-    """Lift a manual pause; the progress clock restarts at the next tick (a pause is no stall)."""
+def resume(status: RolloutStatus, actor: str = "conveyor") -> RolloutStatus:
+    """Lift a manual pause; the progress clock restarts at the next tick (a pause is no stall).
+
+    The message says so at once: until the next step replaces it, ``status`` must not go on
+    showing "paused by ..." for a rollout that is moving again.
+    """
     held = status.paused is not None and status.paused.startswith(MANUAL_PAUSE)
-    return status.evolve(paused=None, progress_at=None) if held else status
+    if not held:
+        return status
+    return status.evolve(paused=None, progress_at=None, message=f"resumed by {actor}")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from conveyor.errors import ConveyorError
+from conveyor.errors import ExpressionError
 
 Evaluator = Callable[[Mapping[str, object]], object]
 
@@ -51,32 +51,8 @@ _ALIASES = {"&&": "and", "||": "or", "!": "not"}
 _COMPARISONS = {"==", "!=", "<", "<=", ">", ">=", "in"}
 
 
-class ExpressionError(ConveyorError):
-    """A condition that does not parse, or cannot be evaluated on the values it was given.
-
-    ``reason`` is the bare explanation, ``position`` the 0-based offset it points at; the
-    message adds the expression and a caret under that column.
-    """
-
-    exit_code = 2
-    http_status = 422
-
-    def __init__(self, reason: str, position: int, text: str = "", hint: str | None = None) -> None:
-        self.reason = reason
-        self.position = position
-        self.text = text
-        super().__init__(_point(reason, position, text), hint)
-
-
 class _Missing(ExpressionError):
     """A name, field or index that is not there: the one error ``default(...)`` absorbs."""
-
-
-def _point(reason: str, position: int, text: str) -> str:
-    if not text:
-        return reason
-    shown = re.sub(r"\s", " ", text)
-    return f"{reason} (column {position + 1})\n    {shown}\n    {' ' * position}^"
 
 
 @dataclass(frozen=True)

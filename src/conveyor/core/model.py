@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from conveyor.core.retry import RetryPolicy
+
 # --- traffic -------------------------------------------------------------------------
 
 
@@ -65,6 +67,12 @@ class RouteTable:
     preview: tuple[Backend, ...] = ()
     preview_version: str | None = None
     header_route: HeaderRoute | None = None  # only honoured while that version has backends
+    stable_version: str | None = None
+    """The known-good version: a canary's failed idempotent requests are retried on it."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """Which failures of a version other than ``stable_version`` are retried on it, and the
+    budget that bounds those retries (``core.retry``)."""
+    epoch: int = 0  # lease epoch of the pushing server; routers refuse a lower one than seen
 
 
 @dataclass(frozen=True)
@@ -83,10 +91,40 @@ class VersionCounters:
     proxy_errors: int = 0
     latency_sum: float = 0.0
     latency_buckets: tuple[tuple[float, int], ...] = ()  # cumulative (le, count), Prometheus-style
+    retried: int = 0
+    """Failed attempts of this version that were answered by the stable version instead
+    (already counted above, as the 5xx or proxy error they were)."""
+    retries_denied: int = 0
+    """Retryable failures of this version that the retry budget refused: users saw them."""
 
     @property
     def errors(self) -> int:
         return self.responses_5xx + self.proxy_errors
+
+    def within(self, seconds: float) -> int:
+        """Requests answered within ``seconds`` (a bucket bound; 0 if there is no such bucket)."""
+        for bound, count in self.latency_buckets:
+            if bound == seconds:
+                return count
+        return 0
+
+
+def sum_counters(counters: list[VersionCounters]) -> VersionCounters:
+    """Several versions' counters as one (an SLO counts every version of a service)."""
+    buckets: dict[float, int] = {}
+    for c in counters:
+        for bound, count in c.latency_buckets:
+            buckets[bound] = buckets.get(bound, 0) + count
+    return VersionCounters(
+        requests=sum(c.requests for c in counters),
+        responses_2xx=sum(c.responses_2xx for c in counters),
+        responses_3xx=sum(c.responses_3xx for c in counters),
+        responses_4xx=sum(c.responses_4xx for c in counters),
+        responses_5xx=sum(c.responses_5xx for c in counters),
+        proxy_errors=sum(c.proxy_errors for c in counters),
+        latency_sum=sum(c.latency_sum for c in counters),
+        latency_buckets=tuple(sorted(buckets.items())),
+    )
 
 
 # --- runtime ---------------------------------------------------------------------------
@@ -102,6 +140,36 @@ class ProbeSpec:
     initial_delay: float = 0.0
     failure_threshold: int = 3
     success_threshold: int = 1
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret config value is read when an instance starts: never the value itself.
+
+    ``source`` is ``env`` (a variable of the server's own environment) or ``file`` (an
+    absolute path the server can read). Plans, instance records, events and API answers
+    carry this reference; only the runtime, at the moment it starts a process, reads what it
+    points to. So a value never lands in the store, and rotating it needs no new release.
+    """
+
+    source: Literal["env", "file"]
+    name: str
+
+    def to_json(self) -> dict[str, str]:
+        return {self.source: self.name}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> SecretRef:
+        if len(data) != 1:
+            raise ValueError(f"a secret reference names one source, got {dict(data)!r}")
+        [(source, name)] = data.items()
+        if source not in ("env", "file") or not isinstance(name, str) or not name:
+            raise ValueError(f"not a secret reference: {dict(data)!r}")
+        return cls("env" if source == "env" else "file", name)
+
+    def __str__(self) -> str:
+        where = f"${self.name}" if self.source == "env" else self.name
+        return f"secret {self.source} {where}"
 
 
 @dataclass(frozen=True)
@@ -122,6 +190,9 @@ class InstanceSpec:
     readiness: ProbeSpec | None = None
     liveness: ProbeSpec | None = None
     stop_grace: float = 10.0
+    secrets: Mapping[str, SecretRef] = field(default_factory=dict)  # resolved at each start
+    run_as: str | None = None  # "user[:group]" it runs as; None: the server's own user
+    epoch: int = 0  # the lease epoch of the server starting it (core/leases.py); 0: unfenced
 
 
 InstanceState = Literal["starting", "running", "backoff", "stopping", "stopped", "failed"]

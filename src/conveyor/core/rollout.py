@@ -19,8 +19,11 @@ restores traffic to the stable version *before* anything else, because seconds m
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from conveyor.core import strategies
+from conveyor.core.canary import analysis_failure, canary, holding
+from conveyor.core.judge import judge_error_window
 from conveyor.core.model import InstanceObservation
 from conveyor.core.state import (
     Abort,
@@ -30,9 +33,12 @@ from conveyor.core.state import (
     Phase,
     RolloutSpec,
     RolloutStatus,
+    RunMigration,
     SetWeights,
     StartInstances,
     StopInstances,
+    TrafficWindow,
+    Triggers,
     Wait,
 )
 from conveyor.core.traffic import same_split
@@ -41,7 +47,17 @@ PREVIEW_FAILURE_LIMIT = 3
 
 
 def decide(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: float) -> Decision:
+    if status.phase is Phase.PENDING_APPROVAL:
+        return await_approval(status, obs, now)
+    if status.rollback_requested is not None:
+        # `conveyor rollback` reached a server that does not drive this environment: it
+        # wrote the request into the status; the driving server carries it out here.
+        actor, status = status.rollback_requested, status.evolve(rollback_requested=None)
+        if status.phase.in_progress and status.phase is not Phase.ROLLING_BACK:
+            return manual_abort(spec, status, obs, actor, now)
     if status.phase is Phase.PENDING:
+        if spec.migrate and status.migration != "succeeded":
+            return migrate(spec, status, obs, now)
         return _start(spec, status, now)
     if obs.others:
         ids = tuple(sorted(i.instance_id for i in obs.others))
@@ -58,7 +74,7 @@ def decide(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: flo
         if abort is not None:
             return begin_rollback(spec, status, abort, obs, now, events)
         if status.phase is Phase.PROGRESSING:
-            decision = strategies.progress(spec, status, obs, now)
+            decision = progress(spec, status, obs, now)
         else:
             decision = _verify(spec, status, obs, now)
         return Decision(decision.action, decision.status, events + decision.events)
@@ -74,6 +90,13 @@ def detect_failure(
 ) -> Abort | None:
     """The first rollback trigger that fires, with the evidence that fired it."""
     t = spec.triggers
+    if obs.launch_failure is not None:
+        return Abort(
+            reason="launch-failed",
+            message=f"a new instance could not be started: {obs.launch_failure}",
+            at=now,
+            evidence={"launch_failure": obs.launch_failure},
+        )
     crashing = [i for i in obs.new if crashes(i) >= t.max_restarts]
     if crashing:
         worst = max(crashes(i) for i in crashing)
@@ -84,26 +107,10 @@ def detect_failure(
             at=now,
             evidence={"instances": [_instance_evidence(i) for i in crashing]},
         )
-    traffic = obs.traffic
-    if (
-        traffic is not None
-        and traffic.requests >= t.min_requests
-        and (traffic.error_rate > t.error_rate)
-    ):
-        return Abort(
-            reason="error-rate",
-            message=f"{traffic.error_rate:.1%} of {traffic.requests} requests to the new version "
-            f"failed over {traffic.seconds:.1f}s (limit {t.error_rate:.1%})",
-            at=now,
-            evidence={
-                "requests": traffic.requests,
-                "errors": traffic.errors,
-                "error_rate": round(traffic.error_rate, 6),
-                "threshold": t.error_rate,
-                "window_seconds": round(traffic.seconds, 3),
-                "min_requests": t.min_requests,
-            },
-        )
+    if obs.traffic is not None:
+        abort = error_rate_abort(t, obs.traffic, now)
+        if abort is not None:
+            return abort
     if (
         status.phase is Phase.PROGRESSING
         and status.progress_at is not None
@@ -125,8 +132,6 @@ def detect_failure(
                 },
             )
     if spec.strategy.kind == "canary":
-        from conveyor.core.canary import analysis_failure
-
         failed = analysis_failure(spec, status, obs)
         if failed is not None:
             return dataclasses.replace(failed, at=now)
@@ -139,10 +144,70 @@ def detect_failure(
     return None
 
 
-def _canary_holding(spec: RolloutSpec, status: RolloutStatus) -> bool:
-    from conveyor.core.canary import holding
+def error_rate_abort(triggers: Triggers, traffic: TrafficWindow, now: float) -> Abort | None:
+    """The ``error-rate`` trigger: the window shows the new version's rate above the limit.
 
+    Judged sequentially by ``core.judge.judge_error_window`` (a beta posterior, alpha spent
+    per window's worth of traffic), so a broken version is stopped after a few of its
+    requests and a healthy one is not rolled back over one unlucky window. ``min_requests``
+    is a floor on the window's requests, for those who want one; the test needs none.
+    """
+    verdict = judge_error_window(
+        traffic.errors,
+        traffic.requests,
+        limit=triggers.error_rate,
+        min_requests=triggers.min_requests,
+        lifetime_requests=traffic.lifetime_requests,
+    )
+    if verdict.outcome != "fail":
+        return None
+    return Abort(
+        reason="error-rate",
+        message=f"{traffic.error_rate:.1%} of {traffic.requests} requests to the new version "
+        f"failed over {traffic.seconds:.1f}s (limit {triggers.error_rate:.1%}; "
+        f"{verdict.detail})",
+        at=now,
+        evidence={**verdict.evidence, "window_seconds": round(traffic.seconds, 3)},
+    )
+
+
+def _canary_holding(spec: RolloutSpec, status: RolloutStatus) -> bool:
     return holding(spec, status)
+
+
+def await_approval(status: RolloutStatus, obs: Observations, now: float) -> Decision:
+    """A release waiting for people starts when approved, ends when rejected or expired."""
+    state = obs.approval
+    if state is None:
+        return Decision(Wait("waiting for approval"), status)
+    if state.verdict == "approved" and state.start_at is not None and now >= state.start_at:
+        return Decision(
+            Wait("approved"),
+            status.evolve(phase=Phase.PENDING, message=state.message),
+            (Event("release.approved", {"approvals": list(state.approvals)}),),
+        )
+    if state.verdict in ("rejected", "expired"):
+        phase = Phase.REJECTED if state.verdict == "rejected" else Phase.CANCELLED
+        return Decision(
+            Wait(state.message),
+            status.evolve(phase=phase, finished_at=now, message=state.message),
+            (Event(f"release.{state.verdict}", {"message": state.message}),),
+        )
+    if state.message != status.message:
+        return Decision(Wait(state.message), status.evolve(message=state.message))
+    return Decision(Wait(state.message), status)
+
+
+def progress(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: float) -> Decision:
+    """The strategy's next step towards all users on the new version, nothing being wrong."""
+    kind = spec.strategy.kind
+    if kind == "recreate":
+        return strategies.recreate(spec, status, obs, now)
+    if kind == "rolling":
+        return strategies.rolling(spec, status, obs, now)
+    if kind == "canary":
+        return canary(spec, status, obs, now)
+    return strategies.blue_green(spec, status, obs, now)
 
 
 def crashes(inst: InstanceObservation) -> int:
@@ -170,7 +235,7 @@ def begin_rollback(
         "to_revision": spec.stable_revision,
         "actor": abort.actor,
     }
-    failed = Event("verification.failed", details)
+    failed = Event("release.aborted", details)
     started = Event(
         "rollback.started", {"reason": abort.reason, "to_revision": spec.stable_revision}
     )
@@ -191,11 +256,68 @@ def begin_rollback(
 
 
 def manual_abort(
-    spec: RolloutSpec, status: RolloutStatus, obs: Observations, actor: str, now: float
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    obs: Observations,
+    actor: str,
+    now: float,
+    *,
+    reason: str = "manual",
+    message: str | None = None,
 ) -> Decision:
-    """`conveyor rollback` during a rollout: the same path as an automatic rollback."""
-    abort = Abort(reason="manual", message=f"rollback requested by {actor}", at=now, actor=actor)
+    """`conveyor rollback` during a rollout: the same path as an automatic rollback. Also
+    how a trigger judged outside the driver (``slo-burn``: a page-level SLO burn alert)
+    rolls a rollout back, with its own reason."""
+    text = message if message is not None else f"rollback requested by {actor}"
+    abort = Abort(reason=reason, message=text, at=now, actor=actor)
     return begin_rollback(spec, status, abort, obs, now)
+
+
+def migrate(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: float) -> Decision:
+    """The release's ``migrate:`` step, once, before any new instance starts.
+
+    Three ticks: say it starts (on the ledger before it runs), run it, record how it went.
+    A failed migration ends the release there: no new instance was started and no user
+    moved, so there is nothing to roll back — the release *fails*, with the command's output
+    as evidence. A driver killed while it runs finds ``running`` and runs it again: migration
+    tools skip what is already applied (and PostgreSQL rolled back what a killed one left).
+    """
+    if status.migration is None:
+        return Decision(
+            Wait("migration starting"),
+            status.evolve(migration="running", message="migrating the database"),
+            (Event("migration.started", {}),),
+        )
+    run = obs.migration
+    if run is None:
+        return Decision(RunMigration(), status)
+    details = {
+        "seconds": round(run.seconds, 3),
+        "exit_code": run.exit_code,
+        "result": run.detail,
+        "output": run.output,
+    }
+    if run.ok:
+        return Decision(
+            Wait("migrated"),
+            status.evolve(migration="succeeded", message=f"migrated in {run.seconds:.1f}s"),
+            (Event("migration.succeeded", details),),
+        )
+    message = (
+        f"the migration failed ({run.detail}) after {run.seconds:.1f}s; no new instance "
+        "was started and no traffic moved"
+    )
+    abort = Abort(reason="migration-failed", message=message, at=now, evidence=details)
+    return Decision(
+        Wait(message),
+        status.evolve(
+            phase=Phase.FAILED, migration="failed", abort=abort, finished_at=now, message=message
+        ),
+        (
+            Event("migration.failed", details),
+            Event("release.failed", {"reason": "migration-failed", "message": message}),
+        ),
+    )
 
 
 # --- phases -----------------------------------------------------------------------
@@ -413,3 +535,35 @@ def preview_version(spec: RolloutSpec, status: RolloutStatus) -> str | None:
     if status.switched_at is None or status.phase is not Phase.ROLLING_BACK:
         return spec.version
     return None
+
+
+RESTORE_BACKOFF = 10.0
+"""Seconds between two restores of one environment: an instance that keeps dying is the
+runtime's crash loop to report, not a reason to start a new one every tick."""
+
+_GONE = ("stopped", "failed")
+
+
+def restore(
+    version: str,
+    desired: int,
+    instances: Sequence[InstanceObservation],
+    *,
+    last_restore: float | None,
+    now: float,
+) -> StartInstances | None:
+    """What keeps the running release at its size when no rollout is moving it.
+
+    The desired state is the last succeeded release, on the ledger; this compares it with
+    what runs, as a Kubernetes ReplicaSet does: after `conveyor down` and `up`, after a host
+    reboot or a lost instance, the missing instances are started again without anyone
+    deploying. Instances starting or in backoff count as present (the runtime is already
+    bringing them back).
+    """
+    present = sum(1 for i in instances if i.version == version and i.state not in _GONE)
+    missing = desired - present
+    if missing <= 0:
+        return None
+    if last_restore is not None and now - last_restore < RESTORE_BACKOFF:
+        return None
+    return StartInstances(version, missing)

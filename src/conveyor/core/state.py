@@ -14,15 +14,19 @@ last made, when traffic switched, why a rollback started).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from conveyor.core.approval import ApprovalState
 from conveyor.core.model import InstanceObservation
 
 
 class Phase(StrEnum):
+    PENDING_APPROVAL = "pending_approval"  # waiting for people (``core.approval``)
     PENDING = "pending"
     PROGRESSING = "progressing"
     VERIFYING = "verifying"
@@ -30,10 +34,18 @@ class Phase(StrEnum):
     ROLLING_BACK = "rolling_back"
     ROLLED_BACK = "rolled_back"
     FAILED = "failed"
+    REJECTED = "rejected"  # an approver said no
+    CANCELLED = "cancelled"  # never started: expired unapproved, or replaced by a newer deploy
 
     @property
     def terminal(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED)
+        return self in (
+            Phase.SUCCEEDED,
+            Phase.ROLLED_BACK,
+            Phase.FAILED,
+            Phase.REJECTED,
+            Phase.CANCELLED,
+        )
 
     @property
     def in_progress(self) -> bool:
@@ -121,9 +133,6 @@ class StrategySpec:
     @property
     def steps_hash(self) -> str:
         """Argo's CurrentStepHash: a changed list of steps restarts the step index."""
-        import hashlib
-        import json
-
         text = json.dumps([step_to_json(s) for s in self.steps], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -133,7 +142,7 @@ class Triggers:
     """When a release rolls back on its own (the environment's `rollback:` block)."""
 
     error_rate: float = 0.05
-    min_requests: int = 20
+    min_requests: int = 1  # a floor on the window's requests; the sequential test needs none
     window: float = 10.0
     max_restarts: int = 2
     verification: float = 15.0
@@ -152,6 +161,7 @@ class RolloutSpec:
     stable_revision: int | None = None
     stable_desired: int = 0
     preview_check: bool = True  # blue-green: verify through the preview address before switching
+    migrate: bool = False  # run the plan's ``migrate:`` once before any new instance starts
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -198,6 +208,10 @@ class RolloutStatus:
     paused: str | None = None  # why progress is held (a pause step, a human, an inconclusive run)
     promote: Literal["step", "full"] | None = None  # a human's `conveyor promote [--full]`
     header_route: tuple[str, str] | None = None
+    # migrations
+    migration: Literal["running", "succeeded", "failed"] | None = None
+    # who asked a server that does not drive the environment to roll back (leases)
+    rollback_requested: str | None = None
 
     @property
     def done(self) -> bool:
@@ -213,6 +227,12 @@ class RolloutStatus:
         data["ready_seen"] = list(self.ready_seen)
         data["weights"] = dict(self.weights)
         data["header_route"] = list(self.header_route) if self.header_route else None
+        if self.migration is None:
+            # Only releases that run a migration carry the field, so every status stored
+            # before migrations existed reads back, and writes back, byte for byte.
+            del data["migration"]
+        if self.rollback_requested is None:  # likewise: only while a request is pending
+            del data["rollback_requested"]
         return data
 
     @classmethod
@@ -231,11 +251,16 @@ class RolloutStatus:
 
 @dataclass(frozen=True)
 class TrafficWindow:
-    """What the router saw for one version over the trigger window."""
+    """What the router saw for one version over the trigger window.
+
+    ``lifetime_requests`` is everything the router has counted for the version, which tells
+    the trigger how many windows of it have been judged before (``core.judge``).
+    """
 
     requests: int
     errors: int
     seconds: float
+    lifetime_requests: int | None = None
 
     @property
     def error_rate(self) -> float:
@@ -258,6 +283,23 @@ class Observations:
     traffic: TrafficWindow | None = None  # the new version's traffic over triggers.window
     preview: PreviewCheck | None = None
     analysis: Mapping[str, AnalysisState] = field(default_factory=dict)  # by run key
+    launch_failure: str | None = None
+    """Why the runtime could not start an instance of this release at all (its reason,
+    e.g. a secret that cannot be read): no retry can help, the release rolls back."""
+    approval: ApprovalState | None = None  # a release waiting for people: where it stands
+    migration: MigrationRun | None = None  # the release's migration, run this tick
+
+
+@dataclass(frozen=True)
+class MigrationRun:
+    """How the ``migrate:`` command went: its exit, how long it took, what it printed
+    (masked, the tail only)."""
+
+    ok: bool
+    exit_code: int | None
+    seconds: float
+    output: str
+    detail: str  # "exit 0", "exit 1", "timed out after 600s", "could not start: ..."
 
 
 @dataclass(frozen=True)
@@ -303,11 +345,19 @@ class RunAnalysis:
 
 
 @dataclass(frozen=True)
+class RunMigration:
+    """Run the plan's ``migrate:`` command once, now, before any new instance starts; its
+    result is observed next tick (``Observations.migration``), as a preview check's is."""
+
+
+@dataclass(frozen=True)
 class Wait:
     why: str
 
 
-Action = StartInstances | StopInstances | SetWeights | CheckPreview | RunAnalysis | Wait
+Action = (
+    StartInstances | StopInstances | SetWeights | CheckPreview | RunAnalysis | RunMigration | Wait
+)
 
 
 @dataclass(frozen=True)

@@ -24,19 +24,6 @@ from conveyor.core.state import (
 from conveyor.core.traffic import same_split
 
 
-def progress(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: float) -> Decision:
-    kind = spec.strategy.kind
-    if kind == "recreate":
-        return recreate(spec, status, obs, now)
-    if kind == "rolling":
-        return rolling(spec, status, obs, now)
-    if kind == "canary":
-        from conveyor.core.canary import canary
-
-        return canary(spec, status, obs, now)
-    return blue_green(spec, status, obs, now)
-
-
 def recreate(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: float) -> Decision:
     """Stop everything old, then start the new version: simple, with downtime by design."""
     if obs.old:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from math import gcd
 
 from conveyor.core.model import (
     HeaderRoute,
@@ -11,6 +12,7 @@ from conveyor.core.model import (
     RouteTable,
     VersionCounters,
 )
+from conveyor.core.retry import RetryPolicy
 from conveyor.core.state import TrafficWindow
 
 
@@ -19,8 +21,6 @@ def normalized(weights: Mapping[str, int]) -> dict[str, int]:
     live = {v: w for v, w in weights.items() if w > 0}
     if not live:
         return {}
-    from math import gcd
-
     divisor = 0
     for w in live.values():
         divisor = gcd(divisor, w)
@@ -38,6 +38,8 @@ def route_table(
     draining: frozenset[str] = frozenset(),
     preview_version: str | None = None,
     header_route: HeaderRoute | None = None,
+    stable_version: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> RouteTable:
     """The table a router needs: ready, non-draining instances grouped by version.
 
@@ -47,6 +49,8 @@ def route_table(
     version has a ready instance at all (the new version crashed right after the switch),
     the warm versions are promoted to equal weights: users are served by the old version
     during the seconds it takes to decide the rollback, instead of getting errors.
+    ``stable_version`` and ``retry`` are passed on: the router answers a canary's failed
+    idempotent requests from the stable version (``core.retry``).
     """
     by_version: dict[str, list[InstanceObservation]] = {}
     for inst in instances:
@@ -71,7 +75,12 @@ def route_table(
         i.backend for i in sorted(by_version.get(preview_version or "", []), key=_order)
     )
     return RouteTable(
-        pools=pools, preview=preview, preview_version=preview_version, header_route=header_route
+        pools=pools,
+        preview=preview,
+        preview_version=preview_version,
+        header_route=header_route,
+        stable_version=stable_version,
+        retry=retry if retry is not None else RetryPolicy(),
     )
 
 
@@ -86,6 +95,8 @@ def window(
 
     Uses the newest snapshot at or before the window start as the baseline, so a window is
     never shorter than asked while enough history exists; None when there is no history.
+    The newest snapshot's total is passed on as the version's lifetime: the trigger spends
+    its alpha per window's worth of it.
     """
     if not samples:
         return None
@@ -100,5 +111,8 @@ def window(
     requests = latest[1].requests - baseline[1].requests
     errors = latest[1].errors - baseline[1].errors
     return TrafficWindow(
-        requests=max(0, requests), errors=max(0, errors), seconds=latest[0] - baseline[0]
+        requests=max(0, requests),
+        errors=max(0, errors),
+        seconds=latest[0] - baseline[0],
+        lifetime_requests=latest[1].requests,
     )

@@ -12,13 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-DEFAULT_EVENTS = (
-    "analysis.inconclusive",
-    "rollout.paused",
-    "release.rolled_back",
-    "release.failed",
-    "verification.failed",
-)
+from conveyor.config.settings import DEFAULT_NOTIFY_EVENTS
+
+DEFAULT_EVENTS = DEFAULT_NOTIFY_EVENTS
 
 
 @dataclass(frozen=True)
@@ -30,6 +26,9 @@ class Notification:
     at: float
     details: Mapping[str, Any] = field(default_factory=dict)
     ledger_seq: int | None = None
+    version: str | None = None  # the release's template key: what runs
+    commit: str | None = None
+    digest: str | None = None  # the artifact's sha256
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +36,9 @@ class Notification:
             "service": self.service,
             "env": self.env,
             "revision": self.revision,
+            "version": self.version,
+            "commit": self.commit,
+            "digest": self.digest,
             "at": self.at,
             "details": dict(self.details),
             "ledger_seq": self.ledger_seq,

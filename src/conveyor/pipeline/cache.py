@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor.layout import private_file
+
 
 def hash_files(workdir: Path, patterns: Sequence[str]) -> str:
     """One digest over every file matching the globs (path and content); '' when none match."""
@@ -97,5 +99,5 @@ class CacheStore:
                 archive.add(source, arcname=str(source.relative_to(workdir)))
         Path(temp).replace(entry.with_suffix(".tar.gz"))
         meta = {"key": key, "saved_at": time.time()}
-        entry.with_suffix(".json").write_text(json.dumps(meta))
+        private_file(entry.with_suffix(".json"), json.dumps(meta))
         return True

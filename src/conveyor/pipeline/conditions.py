@@ -24,7 +24,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from conveyor.core.expressions import Expression, ExpressionError, compile_expression
+from conveyor.core.expressions import Expression, compile_expression
+from conveyor.errors import ExpressionError
 
 STATUS_FUNCTIONS = frozenset({"success", "failure", "always", "cancelled"})
 _CALL = re.compile(

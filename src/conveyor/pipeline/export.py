@@ -5,6 +5,13 @@ counts once: ``conveyor run --job NAME`` runs all its variants) becomes one CI j
 ``needs`` mirror the pipeline's, and whose only real step is ``conveyor run --job NAME``, so
 conditions, caching, masking and evidence behave exactly as on a laptop. Pure: a spec in,
 a mapping out; the CLI writes it.
+
+Closed by default, as far as a workflow file can say it: the install step pins this
+Conveyor's own version (an unpinned name installs whatever the index serves that day, and
+the job then runs it with the repository's secrets), GitHub workflows get a read-only
+``GITHUB_TOKEN`` (``permissions: contents: read``; no job needs more yet) and a checkout
+that does not leave that token in ``.git/config`` for the jobs' own commands to find.
+GitLab has no per-job ``permissions:``; what stands in for it is in ``docs/pipelines.md``.
 """
 
 from __future__ import annotations
@@ -15,10 +22,14 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from conveyor.pipeline.model import PipelineSpec
+from conveyor import __version__
+from conveyor.config.pipeline import PipelineSpec
 
 FORMATS = ("github-actions", "gitlab-ci")
-DEFAULT_INSTALL = "pip install conveyor"
+DEFAULT_INSTALL = f"pip install conveyor=={__version__}"
+"""The version that wrote the workflow: CI runs the same engine the author ran."""
+GITHUB_PERMISSIONS = {"contents": "read"}
+"""Least privilege for ``GITHUB_TOKEN``: jobs only read the repository."""
 _GITHUB_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -61,13 +72,21 @@ def github_actions(
         if env:
             entry["env"] = env
         entry["steps"] = [
-            {"uses": "actions/checkout@v4", "with": {"fetch-depth": 0}},
+            {
+                "uses": "actions/checkout@v4",
+                "with": {"fetch-depth": 0, "persist-credentials": False},
+            },
             {"uses": "actions/setup-python@v5", "with": {"python-version": python}},
             {"run": install},
             {"run": _command(name, directory, spec)},
         ]
         jobs[github_id(name)] = entry
-    return {"name": "conveyor", "on": {"push": {}, "pull_request": {}}, "jobs": jobs}
+    return {
+        "name": "conveyor",
+        "on": {"push": {}, "pull_request": {}},
+        "permissions": dict(GITHUB_PERMISSIONS),
+        "jobs": jobs,
+    }
 
 
 def gitlab_ci(

@@ -20,19 +20,11 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from conveyor.core.expressions import ExpressionError
-from conveyor.errors import ConveyorError
+from conveyor.config.pipeline import JobSpec, MatrixValue, PipelineSpec
+from conveyor.errors import ExpressionError, PipelineError
 from conveyor.pipeline.conditions import Condition, compile_condition, evaluate_condition
-from conveyor.pipeline.model import JobSpec, MatrixValue, PipelineSpec
 
 RESULTS = ("success", "failure", "skipped", "cancelled")
-
-
-class PipelineError(ConveyorError):
-    """A pipeline that cannot run as written: cycles, unknown needs, bad conditions."""
-
-    exit_code = 2
-    http_status = 422
 
 
 @dataclass(frozen=True)

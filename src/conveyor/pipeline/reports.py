@@ -4,6 +4,10 @@ Evidence is what a release carries as proof of what was checked, so it is small 
 self-describing: totals plus up to ``MAX_CASES`` failures with a one-line message each. A
 report that is missing or unreadable is evidence too (``error`` says why), never an exception:
 the job's exit code decides success; the report explains it.
+
+Reports are read by the runner, possibly as root from a workspace a ``run_as`` job wrote, so
+only files that really lie inside the working directory are read (``reports_in``): a report
+path that is a symbolic link out of it, to a file only root may read, is "not found".
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ def collect_junit(
 ) -> list[JUnitEvidence]:
     evidence: list[JUnitEvidence] = []
     for pattern in patterns:
-        matches = sorted(workdir.glob(pattern))
+        matches = reports_in(workdir, pattern)
         if not matches:
             evidence.append(JUnitEvidence(pattern, error="report file not found"))
         for path in matches:
@@ -112,8 +116,22 @@ def parse_coverage(path: Path, shown: str) -> CoverageEvidence:
 def collect_coverage(workdir: Path, patterns: list[str]) -> list[CoverageEvidence]:
     evidence: list[CoverageEvidence] = []
     for pattern in patterns:
-        matches = sorted(workdir.glob(pattern))
+        matches = reports_in(workdir, pattern)
         if not matches:
             evidence.append(CoverageEvidence(pattern, error="report file not found"))
         evidence.extend(parse_coverage(p, str(p.relative_to(workdir))) for p in matches)
     return evidence
+
+
+def reports_in(workdir: Path, pattern: str) -> list[Path]:
+    """The files ``pattern`` matches whose real path is inside ``workdir``, sorted."""
+    base = workdir.resolve()
+    inside = []
+    for path in sorted(workdir.glob(pattern)):
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue
+        if base in real.parents:
+            inside.append(path)
+    return inside

@@ -13,7 +13,25 @@ Timeouts and ordinary non-zero exits are not retried. Every attempt is recorded 
 was retried.
 
 Results: ``success``, ``failure``, ``skipped`` (with the reason) and ``cancelled`` (stopped
-by fail-fast). Everything a job emits is masked for its secrets before it is kept.
+by fail-fast). Everything a job emits is masked for its secrets before it is kept: the
+output stream as a stream (a form cut between two reads is still masked), then outputs,
+reports and reasons.
+
+A job's environment is built, not inherited: the allow-list of ``core.inherit`` (what tools
+need, and the CI host's descriptive variables), then ``CONVEYOR_JOB`` and the matrix, then
+its ``env:``, then its ``secrets:``. So a secret reaches only the job that declared it, and
+the credentials of whoever runs ``conveyor run`` reach none.
+
+With ``run_as`` (a ``run_as.Switch``) every ``run:`` job starts as that user, with no
+supplementary groups and its HOME, USER and LOGNAME; the caller gives it a ``workdir`` that
+user owns (a copy of the project, ``artifacts.workspace.job_workspace``), so a job cannot
+read ``.conveyor/`` (the state, the admin token, keys) nor change the project. What the
+runner reads back as root from such a workspace is read so that a job cannot point it
+elsewhere: ``CONVEYOR_OUTPUT`` through the descriptor the runner created (a job may replace
+the path, not the file the runner reads), restored cache paths are handed to the user, and
+a cache path reached through a symbolic link is not saved. Gates are Conveyor's own code:
+they read ``gate_dir`` (the project itself), so their evidence does not depend on who the
+jobs run as.
 
 A ``gate:`` job runs no command: Conveyor computes its verdict (gates.py), in a thread so the
 other jobs keep running, and keeps its ``GateEvidence`` on the result.
@@ -41,14 +59,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from conveyor.core.expressions import ExpressionError
+from conveyor.config.pipeline import PipelineSpec
+from conveyor.core.inherit import job_environment
+from conveyor.errors import ExpressionError, PipelineError, SecretUnavailable
 from conveyor.pipeline.cache import CacheOutcome, CacheStore, hash_files
 from conveyor.pipeline.conditions import render
 from conveyor.pipeline.gates import GateEvidence, GateUnavailable, run_gate
-from conveyor.pipeline.model import PipelineSpec
 from conveyor.pipeline.plan import (
     NeedState,
-    PipelineError,
     Plan,
     PlannedJob,
     RunContext,
@@ -63,12 +81,15 @@ from conveyor.pipeline.reports import (
     collect_coverage,
     collect_junit,
 )
-from conveyor.pipeline.secrets import Masker, SecretUnavailable, resolve_secrets
+from conveyor.pipeline.secrets import Masker, resolve_secrets
+from conveyor.run_as import CREATE_HINT, CannotSwitch, Switch, User, current, hand_over, require
 
 INFRA_EXIT_CODES = frozenset({75})
 MAX_LOG_LINES = 10_000
 """Lines kept per job: the tail, where a failure explains itself; the rest is counted."""
 _CHUNK = 65536
+IDLE_FLUSH = 0.2
+"""Seconds of silence after which text held back by the masker is let through."""
 
 LogSink = Callable[[str, str], None]
 """Called with (job name, masked line) as lines arrive: the hook for a live view."""
@@ -199,6 +220,8 @@ class PipelineRunner:
         on_log: LogSink | None = None,
         kill_grace: float = 2.0,
         actions: JobActions | None = None,
+        run_as: Switch | None = None,
+        gate_dir: Path | None = None,
     ) -> None:
         self.plan = plan
         self.workdir = workdir
@@ -209,6 +232,8 @@ class PipelineRunner:
         self.on_log = on_log
         self.kill_grace = kill_grace
         self.actions = actions
+        self.run_as = run_as
+        self.gate_dir = gate_dir or workdir
         self.results: dict[str, JobResult] = {}
 
     async def run(self) -> RunResult:
@@ -310,7 +335,7 @@ class PipelineRunner:
             evidence = await asyncio.to_thread(
                 run_gate,
                 gate,
-                self.workdir,
+                self.gate_dir,
                 paths=job.spec.paths,
                 allow=job.spec.allow,
                 environ=self.environ,
@@ -398,12 +423,20 @@ class PipelineRunner:
     def _environment(
         self, job: PlannedJob, names: Mapping[str, object], secrets: Mapping[str, str]
     ) -> dict[str, str]:
-        env = dict(self.environ)
+        env = job_environment(self.environ)
+        if self.run_as is not None:
+            env.update(self.run_as.environment())
         env["CONVEYOR_JOB"] = job.name
         for key, value in job.matrix.items():
             env[f"CONVEYOR_MATRIX_{key.upper()}"] = render("{{ m }}", {"m": value})
         for key, template in job.spec.env.items():
             env[key] = render(template, names)
+            if "\x00" in env[key]:
+                raise ExpressionError(
+                    f"job '{job.name}': env {key} rendered a NUL character, which no process "
+                    "environment can hold",
+                    0,
+                )
         env.update(secrets)
         return env
 
@@ -423,7 +456,10 @@ class PipelineRunner:
         key = render(spec.key, names, hashed)
         restore_keys = [render(k, names, hashed) for k in spec.restore_keys]
         try:
-            return await asyncio.to_thread(self.cache.restore, key, restore_keys, self.workdir)
+            outcome = await asyncio.to_thread(self.cache.restore, key, restore_keys, self.workdir)
+            if self.run_as is not None and outcome.restored_key is not None:
+                await asyncio.to_thread(self._hand_over, spec.paths)
+            return outcome
         except (OSError, tarfile.TarError) as error:
             self._log(job.name, log, f"conveyor: cache restore failed, continuing cold: {error}")
             return CacheOutcome(key, hit=False, restored_key=None)
@@ -432,12 +468,38 @@ class PipelineRunner:
         self, cache: CacheOutcome, paths: Sequence[str], job: str, log: _JobLog
     ) -> CacheOutcome:
         assert self.cache is not None
+        if self.run_as is not None:
+            paths = [p for p in paths if not self._through_link(p)]
         try:
             saved = await asyncio.to_thread(self.cache.save, cache.key, paths, self.workdir)
         except (OSError, tarfile.TarError) as error:
             self._log(job, log, f"conveyor: cache save failed: {error}")
             saved = False
         return dataclasses.replace(cache, saved=saved)
+
+    def _hand_over(self, paths: Sequence[str]) -> None:
+        """Restored cache paths (and the directories the restore made for them) to the user
+        jobs run as: extracted by root, they must be theirs to change."""
+        assert self.run_as is not None
+        user = self.run_as.user
+        for relative in paths:
+            path = self.workdir / relative
+            for parent in reversed(path.relative_to(self.workdir).parents[:-1]):
+                directory = self.workdir / parent
+                if directory.is_dir() and not directory.is_symlink():
+                    os.chown(directory, user.uid, user.gid, follow_symlinks=False)
+            if os.path.lexists(path):
+                hand_over(path, user)
+
+    def _through_link(self, relative: str) -> bool:
+        """Whether a path a job wrote is reached through a symbolic link: saving it as root
+        would archive whatever the link points at, a file only root may read included."""
+        path = self.workdir
+        for part in Path(relative).parts[:-1]:
+            path = path / part
+            if path.is_symlink():
+                return True
+        return False
 
     def _log(self, job: str, log: _JobLog, line: str) -> None:
         log.append(line)
@@ -447,18 +509,30 @@ class PipelineRunner:
     async def _pump(
         self, stream: asyncio.StreamReader, job: str, log: _JobLog, mask: Masker
     ) -> None:
-        """Split into lines ourselves: readline() fails on a line longer than its limit."""
+        """Mask the byte stream, then split it into lines ourselves (readline() fails on a
+        line longer than its limit). Masking before splitting is what catches a secret
+        printed across two lines or two writes; after a short silence what the masker holds
+        back is let through, so a live view never waits on a quiet job."""
+        masking = mask.stream()
         pending = b""
-        while chunk := await stream.read(_CHUNK):
-            pending += chunk
+        while True:
+            try:
+                chunk: bytes | None = await asyncio.wait_for(stream.read(_CHUNK), IDLE_FLUSH)
+            except TimeoutError:
+                chunk = None
+            if chunk == b"":
+                break
+            pending += masking.feed(chunk) if chunk is not None else masking.flush()
             *lines, pending = pending.split(b"\n")
             if len(pending) > _CHUNK:
                 lines.append(pending)
                 pending = b""
             for line in lines:
-                self._log(job, log, mask(line.decode(errors="replace")))
+                self._log(job, log, line.decode(errors="replace"))
+        pending += masking.flush()
         if pending:
-            self._log(job, log, mask(pending.decode(errors="replace")))
+            for line in pending.split(b"\n"):
+                self._log(job, log, line.decode(errors="replace"))
 
     async def _attempt(
         self, job: PlannedJob, number: int, env: dict[str, str], log: _JobLog, mask: Masker
@@ -466,12 +540,16 @@ class PipelineRunner:
         run = job.spec.run
         assert run is not None
         argv = ["sh", "-c", run] if isinstance(run, str) else list(run)
+        # Read back through this descriptor, never the path: a job may replace the path (a
+        # symbolic link to a file only root can read), not the file opened here.
         handle, output_path = tempfile.mkstemp(prefix="conveyor-output-")
-        os.close(handle)
+        switch = {} if self.run_as is None else self.run_as.popen()
         env = {**env, "CONVEYOR_OUTPUT": output_path}
         started = time.monotonic()
         transport: asyncio.BaseTransport | None = None
         try:
+            if self.run_as is not None:
+                os.fchown(handle, self.run_as.user.uid, self.run_as.user.gid)
             # Our own pipe, not asyncio's PIPE: asyncio's wait() also waits for its pipes to
             # close, which a background child holding stdout would delay until it exits.
             read_fd, write_fd = os.pipe()
@@ -484,6 +562,7 @@ class PipelineRunner:
                     stdout=write_fd,
                     stderr=write_fd,
                     start_new_session=True,
+                    **switch,
                 )
             except OSError as error:
                 os.close(read_fd)
@@ -517,10 +596,11 @@ class PipelineRunner:
                 await asyncio.wait_for(pump, self.kill_grace)
             except TimeoutError:
                 self._log(job.name, log, "conveyor: output still open after exit; stopped reading")
-            outputs = parse_outputs(Path(output_path).read_text(errors="replace"))
+            outputs = parse_outputs(_read(handle).decode(errors="replace"))
         finally:
             if transport is not None:
                 transport.close()
+            os.close(handle)
             Path(output_path).unlink(missing_ok=True)
         code = process.returncode
         duration = time.monotonic() - started
@@ -550,6 +630,30 @@ class PipelineRunner:
         except TimeoutError:
             _kill_group(process.pid, signal.SIGKILL)
             await process.wait()
+
+
+def job_user(run_as: str | None) -> User | None:
+    """The user ``run:`` jobs start as (None: as this process); PipelineError before any job
+    runs when ``pipeline.run_as`` names one this host lacks or we may not become."""
+    if run_as is None:
+        return None
+    try:
+        return require(run_as, current())
+    except CannotSwitch as exc:
+        raise PipelineError(
+            f"pipeline jobs run as {run_as!r} (pipeline.run_as or the project's run_as), "
+            f"but {exc.message}",
+            hint=f"run `conveyor run` as root, as CI does (create the user there: {CREATE_HINT}), "
+            "or set pipeline.run_as to a user of this host (null: jobs run as you)",
+        ) from None
+
+
+def _read(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, _CHUNK):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def run_pipeline(

@@ -1,26 +1,23 @@
 """Secrets: resolved at the last moment, handed to one process, masked everywhere else.
 
-A secret's value lives only in the runner's memory and the job's environment. Every string
-that leaves a job (log lines, outputs, report messages, error texts) passes through a
-``Masker`` first, so a test can assert the value appears nowhere in a ``RunResult``.
+A secret's value lives only in the runner's memory and the environment of the job that
+declared it. Every string that leaves a job (log lines, outputs, report messages, error
+texts) passes through a ``Masker`` first, which masks the value and the encoded forms a tool
+would print it in (``core.masking`` lists them, and what is not covered), so a test can
+assert no form of the value appears anywhere in a ``RunResult`` or a file Conveyor wrote.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-from conveyor.errors import ConveyorError
-from conveyor.pipeline.model import SecretSource
+from conveyor.config.pipeline import SecretSource
+from conveyor.core.masking import MASK, Masker, StreamMasker
+from conveyor.errors import SecretUnavailable
 
-MASK = "***"
-
-
-class SecretUnavailable(ConveyorError):
-    """A secret's source (an environment variable or a file) is missing."""
-
-    exit_code = 2
+__all__ = ["MASK", "Masker", "StreamMasker", "resolve_secrets"]
 
 
 def resolve_secrets(
@@ -46,25 +43,3 @@ def resolve_secrets(
                     hint="create the file or point the secret at another one",
                 ) from None
     return values
-
-
-class Masker:
-    """Replaces every secret value (and each line of a multi-line one) with ``***``."""
-
-    def __init__(self, values: Iterable[str]) -> None:
-        pieces: set[str] = set()
-        for value in values:
-            if value:
-                pieces.add(value)
-                pieces.update(line for line in value.splitlines() if line.strip())
-        # Longest first, so a secret that contains another is masked whole.
-        self._pieces = sorted(pieces, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for piece in self._pieces:
-            if piece in text:
-                text = text.replace(piece, MASK)
-        return text
-
-    def __bool__(self) -> bool:
-        return bool(self._pieces)

@@ -8,8 +8,8 @@ Selecting on the spec, not the plan, keeps the engine unaware of partial runs.
 
 from __future__ import annotations
 
-from conveyor.pipeline.model import PipelineSpec
-from conveyor.pipeline.plan import PipelineError
+from conveyor.config.pipeline import PipelineSpec
+from conveyor.errors import PipelineError
 
 
 def _base(name: str) -> str:

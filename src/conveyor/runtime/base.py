@@ -18,8 +18,16 @@ class Target(Protocol):
     async def start(self) -> None:
         """Begin supervising; adopt instances that survived a previous server process."""
 
+    async def adopt(self, env: str, epoch: int) -> None:
+        """Take over one environment's surviving instances under lease ``epoch``; from then
+        on a start carrying an older epoch for ``env`` is refused (``Fenced``)."""
+
+    async def release(self, env: str) -> None:
+        """Stop supervising ``env``'s instances, leaving them running for the new leader."""
+
     async def launch(self, spec: InstanceSpec) -> InstanceObservation:
-        """Start one instance and return at once (readiness is observed later)."""
+        """Start one instance and return at once (readiness is observed later); refused
+        (``Fenced``) when ``spec.epoch`` is older than the newest seen for its environment."""
 
     async def stop(self, instance_id: str) -> None:
         """Stop an instance gracefully (SIGTERM, then SIGKILL after its grace) and forget it."""

@@ -1,59 +1,70 @@
-"""`conveyor up` / `conveyor down`: the server as a background process of this project."""
+"""`conveyor up` / `conveyor down`: the server as a background process of this project.
+
+The CLI imports this module on `up` and `down` only, and it stays light: the server is a
+child interpreter (``python -m conveyor server``), its health is one ``http.client`` GET,
+and the data plane (needed only by `down`) is imported inside ``stop_routers`` and
+``stop_leftovers``.
+
+Stopping the server leaves the data plane running (see ``runner``), so `down` is two
+steps: stop the server, then, with no server left to restart anything, stop the routers
+(the built-in router process, an HAProxy) and the instances. A health answer must come
+from the process the server file names: after a crash another program may own the port.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import httpx
+from urllib.parse import urlsplit
 
 from conveyor.errors import ServerUnavailable
-from conveyor.server.files import read_server_file, state_dir
+from conveyor.layout import Layout
+from conveyor.server.files import ServerInfo, pid_alive, read_server_file, running_server
+
+HEALTH = "/api/v1/health"
 
 
-def server_url(root: Path) -> str | None:
-    info = read_server_file(root)
-    if info is None or not _alive(int(info.get("pid", 0))):
-        return None
-    return str(info["url"])
-
-
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (a server started by this very process may be one)."""
-    if pid <= 0:
+def healthy(server: ServerInfo, timeout: float = 1.0) -> bool:
+    """Whether ``server`` answers its health check as the process it claims to be."""
+    parts = urlsplit(server.url)
+    if parts.hostname is None:
         return False
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        connection.request("GET", HEALTH, headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        body = json.loads(response.read() or b"{}")
+    except (OSError, http.client.HTTPException, ValueError):
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/api/v1/health", timeout=1.0).status_code == 200
-    except httpx.HTTPError:
+    finally:
+        connection.close()
+    if response.status != 200 or not isinstance(body, dict):
         return False
+    return bool(body.get("pid", server.pid) == server.pid)
 
 
-def up(root: Path, config_file: Path, *, port: int = 0, timeout: float = 30.0) -> str:
+def up(layout: Layout, config_file: Path, *, port: int = 0, timeout: float = 30.0) -> str:
     """Start the server in the background (or find it running) and return its URL."""
-    url = server_url(root)
-    if url is not None and _healthy(url):
-        return url
-    log_path = state_dir(root) / "server.log"
-    with log_path.open("ab") as log:
+    server = running_server(layout)
+    if server is not None and healthy(server):
+        return server.url
+    layout.ensure()
+    # 0600: the server's log may quote config and errors (see layout.py)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    with os.fdopen(os.open(layout.server_log, flags, 0o600), "ab") as log:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "conveyor",
                 "-C",
-                str(root),
+                str(layout.root),
                 "--file",
                 str(config_file),
                 "server",
@@ -64,51 +75,74 @@ def up(root: Path, config_file: Path, *, port: int = 0, timeout: float = 30.0) -
             stdout=log,
             stderr=log,
             start_new_session=True,
-            cwd=root,
+            cwd=layout.root,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerUnavailable(
                 f"the server exited at start (code {process.returncode})",
-                hint=f"see {log_path} for why",
+                hint=f"see {layout.server_log} for why",
             )
-        url = server_url(root)
-        if url is not None and _healthy(url):
-            return url
+        server = running_server(layout)
+        if server is not None and server.pid == process.pid and healthy(server):
+            return server.url
         time.sleep(0.1)
     raise ServerUnavailable(
-        f"the server did not answer within {timeout:.0f}s", hint=f"see {log_path}"
+        f"the server did not answer within {timeout:.0f}s", hint=f"see {layout.server_log}"
     )
 
 
-def down(root: Path, *, timeout: float = 60.0) -> int | None:
-    """Stop the server (it stops its instances); returns the pid stopped, or None."""
-    info = read_server_file(root)
-    pid = int(info.get("pid", 0)) if info else 0
-    if not _alive(pid):
+def down(layout: Layout, *, timeout: float = 60.0) -> int | None:
+    """Stop the server (the data plane keeps running: see ``stop_routers``,
+    ``stop_leftovers``); returns the pid stopped, or None."""
+    info = read_server_file(layout)
+    if info is None or not pid_alive(info.pid):
         return None
-    os.kill(pid, signal.SIGTERM)
+    os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and pid_alive(info.pid):
         time.sleep(0.1)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    return pid
+    if pid_alive(info.pid):
+        os.kill(info.pid, signal.SIGKILL)
+    return info.pid
 
 
-def stop_leftovers(root: Path, project: str) -> int:
-    """Stop instances a SIGKILLed server left running (nothing to do after a clean `down`)."""
+def stop_routers(layout: Layout) -> list[str]:
+    """Stop the project's routers (after the server): what was stopped, e.g. ``builtin 123``."""
+    import asyncio
+
+    from conveyor.errors import HAProxyUnavailable
+    from conveyor.traffic.builtin.client import stop_router
+    from conveyor.traffic.haproxy.process import Master, paths_for, resolve_binary
+
+    stopped = []
+    pid = stop_router(layout.routers)
+    if pid is not None:
+        stopped.append(f"builtin {pid}")
+    paths = paths_for(layout.routers)
+    if paths.pidfile.exists():
+        try:
+            binary = resolve_binary("haproxy")
+        except HAProxyUnavailable:
+            binary = "haproxy"
+        master = Master(binary, paths)
+        if master.adopt():
+            stopped.append(f"haproxy {master.pid}")
+            asyncio.run(master.stop(5.0))
+    return stopped
+
+
+def stop_leftovers(layout: Layout) -> int:
+    """Stop the instances the server left running (every instance, after `down`)."""
+    if not (layout.runtime / "instances").exists():
+        return 0
     import asyncio
 
     from conveyor.runtime.local import LocalTarget
 
-    runtime_dir = root / ".conveyor" / "runtime"
-    if not (runtime_dir / "instances").exists():
-        return 0
-
     async def stop_all() -> int:
-        target = LocalTarget(runtime_dir)
+        target = LocalTarget(layout.runtime)
         await target.start()
         count = len(target.all_instances())
         await target.close(stop_instances=True)

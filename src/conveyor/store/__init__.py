@@ -9,6 +9,8 @@ from conveyor.store.ledger import GENESIS
 from conveyor.store.records import (
     AddressRecord,
     ArtifactRecord,
+    Checkpoint,
+    CheckpointRecord,
     EventRecord,
     LedgerCheck,
     NewEvent,
@@ -21,6 +23,8 @@ __all__ = [
     "GENESIS",
     "AddressRecord",
     "ArtifactRecord",
+    "Checkpoint",
+    "CheckpointRecord",
     "EventRecord",
     "LedgerCheck",
     "NewEvent",

@@ -34,6 +34,7 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 
 from conveyor.errors import StoreError
+from conveyor.layout import Layout
 
 ENV_VAR = "CONVEYOR_DATABASE_URL"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -49,9 +50,8 @@ def default_url(project_root: Path) -> str:
     override = os.environ.get(ENV_VAR, "").strip()
     if override:
         return override
-    state_dir = project_root / ".conveyor"
-    state_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(state_dir / 'state.db').resolve()}"
+    layout = Layout(project_root).ensure()
+    return f"sqlite:///{layout.database.resolve()}"
 
 
 def normalize_url(url: str) -> str:

@@ -1,7 +1,7 @@
 """Rows in, records out -- and the ledger writer every write transaction carries.
 
-Kept apart from ``repository.py`` so the Store reads as a list of operations, while the
-mechanics of mapping columns and of extending the hash chain live in one place each.
+Kept apart from the Store's topics (``*_repo.py``) so they read as lists of operations, while
+the mechanics of mapping columns and of extending the hash chain live in one place each.
 """
 
 from __future__ import annotations
@@ -12,18 +12,24 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from conveyor.core.plan import ReleasePlan
+from conveyor.core.state import RolloutStatus
+from conveyor.errors import StoreError
 from conveyor.store import ledger
+from conveyor.store.legacy import legacy_plan
 from conveyor.store.records import (
     AddressRecord,
     ArtifactRecord,
     EventRecord,
     NewEvent,
+    PinnedKey,
     ReleaseRecord,
+    TokenRecord,
 )
 from conveyor.store.tables import events, ledger_head
 
 
-def artifact(row: sa.Row[Any]) -> ArtifactRecord:
+def artifact(row: sa.Row[Any], services: Sequence[str] = ()) -> ArtifactRecord:
     m = row._mapping
     return ArtifactRecord(
         digest=m["digest"],
@@ -37,33 +43,48 @@ def artifact(row: sa.Row[Any]) -> ArtifactRecord:
         build_command=m["build_command"],
         outputs=tuple(m["outputs"]),
         metadata=dict(m["metadata"]),
+        services=tuple(services) or (m["service"],),
     )
 
 
 def release(row: sa.Row[Any]) -> ReleaseRecord:
+    """The one place a release's JSON becomes typed: plan and status are parsed here, once."""
     m = row._mapping
+    stored = dict(m["status"])
+    analysis = stored.pop("analysis", None) or {}
     return ReleaseRecord(
         id=m["id"],
         service=m["service"],
         env=m["env"],
         revision=m["revision"],
-        artifact_digest=m["artifact_digest"],
-        template=m["template"],
-        config=dict(m["config"]),
-        config_version=m["config_version"],
-        instances=m["instances"],
-        strategy=dict(m["strategy"]),
-        spec=dict(m["spec"]),
-        status=dict(m["status"]),
-        phase=m["phase"],
+        plan=ReleasePlan.from_json(m["plan"] or legacy_plan(dict(m), None)),
+        status=RolloutStatus.from_json(stored),
         done=bool(m["done"]),
-        stable_release_id=m["stable_release_id"],
         rollback_of=m["rollback_of"],
         reason=m["reason"],
         actor=m["actor"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         status_version=m["status_version"],
+        analysis=analysis,
+    )
+
+
+def status_json(status: RolloutStatus, analysis: Mapping[str, Any]) -> dict[str, Any]:
+    """The status column: the core's status, with the controller's analysis runs beside it."""
+    data = status.to_json()
+    if analysis:
+        data["analysis"] = dict(analysis)
+    return json_ready(data)
+
+
+def legacy_spec(plan: ReleasePlan, revision: int) -> dict[str, Any]:
+    """The ``spec`` column as servers before plans read it (kept for an upgrade overlap)."""
+    return json_ready(
+        {
+            "rollout": plan.rollout_spec(0, revision).to_json(),
+            "instance": plan.instance.to_json(),
+        }
     )
 
 
@@ -94,6 +115,33 @@ def address(row: sa.Row[Any]) -> AddressRecord:
     )
 
 
+def pinned_key(row: sa.Row[Any]) -> PinnedKey:
+    m = row._mapping
+    return PinnedKey(
+        fingerprint=m["fingerprint"],
+        public_pem=m["public_pem"],
+        added_at=m["added_at"],
+        added_by=m["added_by"],
+        retired_at=m["retired_at"],
+        note=m["note"],
+    )
+
+
+def token(row: sa.Row[Any]) -> TokenRecord:
+    m = row._mapping
+    return TokenRecord(
+        id=m["id"],
+        identity=m["identity"],
+        role=m["role"],
+        environments=tuple(m["environments"]),
+        created_at=m["created_at"],
+        created_by=m["created_by"],
+        expires_at=m["expires_at"],
+        revoked_at=m["revoked_at"],
+        last_used_at=m["last_used_at"],
+    )
+
+
 def json_ready(value: Mapping[str, Any]) -> dict[str, Any]:
     """A mapping as a JSON column will hand it back, so records compare equal after a read."""
     return ledger.normalize_details(value)
@@ -111,7 +159,7 @@ class Writer:
         self.now = now
         self._seq = head_seq
         self._hash = head_hash
-        self._moved = False
+        self.written: list[EventRecord] = []
 
     def append(
         self,
@@ -141,12 +189,22 @@ class Writer:
             written.append(record)
             self._seq, self._hash = seq, record.hash
         if written:
-            self.conn.execute(sa.insert(events), [asdict(record) for record in written])
-            self._moved = True
+            try:
+                self.conn.execute(sa.insert(events), [asdict(record) for record in written])
+            except sa.exc.IntegrityError as exc:
+                # The head said seq N was the tip, yet seq N+1 exists: rows were added or the
+                # head was wound back behind the store's back. Say so instead of a driver error.
+                raise StoreError(
+                    f"cannot append to the ledger: seq {written[0].seq} already exists beyond "
+                    f"the recorded head (seq {written[0].seq - 1}); the ledger was tampered with",
+                    hint="run `conveyor ledger verify --full` and restore the database from a "
+                    "backup taken before the first broken seq",
+                ) from exc
+            self.written.extend(written)
         return written
 
     def finish(self) -> None:
-        if self._moved:
+        if self.written:
             self.conn.execute(
                 sa.update(ledger_head)
                 .where(ledger_head.c.id == 1)

@@ -7,7 +7,8 @@ stores a time series. So a measurement is a *window* between two snapshots:
   traffic since the metric's previous measurement, or since the run began for the first one;
 * comparisons (``compare_error_rate``, ``compare_latency``) look at both versions' traffic
   since the run began, so evidence accumulates and the judge can decide as soon as it
-  suffices (see ``core.judge``).
+  suffices, spending its alpha over the doublings of the canary's traffic rather than over
+  the measurements (see ``core.judge``), so nothing about past looks needs remembering.
 
 Snapshots are kept in memory per (run, metric) and also written into each measurement's
 evidence (``end`` and ``base``): a controller restarted from stored measurements diffs against
@@ -24,8 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.analysis.base import AnalysisContext, RouterView, failed_to_measure, judged
+from conveyor.config.analysis import ERROR_RATE_DEFAULTS, LATENCY_DEFAULTS
 from conveyor.core.analysis import Measurement, MetricSpec, as_measurement_phase
-from conveyor.core.judge import Verdict, compare_error_rate, compare_latency, quantile
+from conveyor.core.judge import Verdict, compare_error_rate, compare_latency
+from conveyor.core.stats import quantile
 
 QUANTILES = {"latency_p50": 0.50, "latency_p95": 0.95, "latency_p99": 0.99}
 _MEMORY = 4096  # (run, metric) snapshots kept; old runs fall out first
@@ -195,8 +198,9 @@ class _Window:
             "end": self.now.to_json(),
         }
 
-    def settings(self) -> dict[str, Any]:
-        return dict(self.spec.config.get("compare") or {})
+    def settings(self, defaults: Mapping[str, float | int]) -> dict[str, Any]:
+        """The comparison's settings; a spec stored before a setting existed gets its default."""
+        return {**defaults, **(self.spec.config.get("compare") or {})}
 
     @property
     def canary(self) -> str:
@@ -232,29 +236,35 @@ def _latency(w: _Window) -> Measurement:
 
 
 def _compare_error_rate(w: _Window) -> Measurement:
-    settings, canary, stable = w.settings(), w.counts(w.canary), w.counts(w.stable)
+    settings, canary, stable = (
+        w.settings(ERROR_RATE_DEFAULTS),
+        w.counts(w.canary),
+        w.counts(w.stable),
+    )
     verdict = compare_error_rate(
         canary.errors,
         canary.requests,
         stable.errors,
         stable.requests,
-        max_delta=float(settings.get("max_delta", 0.005)),
-        alpha=float(settings.get("alpha", 0.05)),
-        beta=float(settings.get("beta", 0.05)),
-        min_requests=int(settings.get("min_requests", 100)),
+        max_delta=float(settings["max_delta"]),
+        alpha=float(settings["alpha"]),
+        beta=float(settings["beta"]),
+        min_requests=int(settings["min_requests"]),
     )
     return _verdict(w, verdict, verdict.evidence.get("probability_worse"))
 
 
 def _compare_latency(w: _Window) -> Measurement:
-    settings = w.settings()
+    settings = w.settings(LATENCY_DEFAULTS)
     verdict = compare_latency(
         w.samples(w.canary),
         w.samples(w.stable),
-        max_ratio=float(settings.get("max_ratio", 1.2)),
-        quantile=float(settings.get("quantile", 0.95)),
-        alpha=float(settings.get("alpha", 0.05)),
-        min_samples=int(settings.get("min_samples", 50)),
+        quantile=float(settings["quantile"]),
+        max_ratio=float(settings["max_ratio"]),
+        min_delta=float(settings["min_delta"]),
+        alpha=float(settings["alpha"]),
+        beta=float(settings["beta"]),
+        min_samples=int(settings["min_samples"]),
     )
     return _verdict(w, verdict, verdict.evidence.get("ratio"))
 

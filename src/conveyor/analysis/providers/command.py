@@ -10,6 +10,10 @@ An argv list is executed directly; a string is given to ``sh -c``, because a use
 string expects shell syntax. The command runs in its own process group, and on timeout the
 whole group is killed — a check script's children must not outlive the check. Template
 arguments are also passed as environment variables ``CONVEYOR_ARG_<NAME>``.
+
+The command runs inside the server, whose environment holds what instances' secrets are
+read from and the database URL; it sees only the allow-list of ``core.inherit`` (what tools
+need to run) and its arguments, never the rest.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from conveyor.analysis.base import AnalysisContext, failed_to_measure, judged
 from conveyor.core.analysis import Measurement, MeasurementPhase, MetricSpec
+from conveyor.core.inherit import job_environment
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _TAIL = 2048  # characters of stdout and stderr kept as evidence
@@ -47,7 +52,7 @@ class CommandProvider:
         evidence: dict[str, Any] = {"command": run}
         if not argv:
             return failed_to_measure(context, started, "no command to run", evidence)
-        env = dict(os.environ)
+        env = job_environment(os.environ)
         for name, text in context.args.items():
             env["CONVEYOR_ARG_" + re.sub(r"\W", "_", name).upper()] = text
         try:

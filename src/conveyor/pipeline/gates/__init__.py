@@ -25,15 +25,14 @@ gate reads), one module per built-in gate (``secret_scan``, ``audit``, ``migrati
 ``plugins`` (entry points) and ``registry`` (names, registration, ``run_gate``).
 """
 
+from conveyor.errors import GatePluginError, GateUnavailable
 from conveyor.pipeline.gates.audit import AUDIT_SOURCE_ENV, audit
 from conveyor.pipeline.gates.evidence import (
     RESULTS,
     Finding,
     Gate,
     GateEvidence,
-    GatePluginError,
     GateRequest,
-    GateUnavailable,
 )
 from conveyor.pipeline.gates.migrations import (
     CHECKER_GROUP,

@@ -13,27 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from conveyor.errors import ConveyorError
-
 RESULTS = frozenset({"success", "failure", "skipped"})
 MAX_FINDINGS = 200
 
 
-class GateUnavailable(ConveyorError):
-    """A gate's tool is not installed; the fix is installing it, so the hint says how."""
-
-    exit_code = 2
-
-
-class GatePluginError(GateUnavailable):
-    """A plugin's entry point does not load; a GateUnavailable so the runner fails only its job."""
-
-
 @dataclass(frozen=True)
 class Finding:
+    """Where (file, line) a detector found something; a linter adds its message, its
+    suggested fix (``help``), the statement and whether it blocks (``level``)."""
+
     file: str
     line: int
     detector: str
+    message: str = ""
+    help: str | None = None
+    level: str = "error"  # "error" fails the gate; "warning" is recorded
+    statement: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,18 @@
-"""``gate: migration-safety``: Conveyor finds the migrations, an installed checker judges them.
+"""``gate: migration-safety``: Conveyor finds the migrations, squawk and Conveyor judge them.
 
-This is the hook a migration linter plugs into (``register_migration_checker`` or the
-``conveyor.migration_checkers`` entry point group). No migrations passes; migrations with no
-checker installed are ``skipped`` with the reason, never passed; several checkers all run and
-the worst verdict wins.
+The built-in review (``review_migrations``, named ``squawk`` in the evidence) does three
+things: it lints the SQL with the real squawk binary (raw ``.sql`` files, and Alembic
+revisions rendered offline by ``alembic upgrade --sql``: ``alembic_sql.py``), keeping each
+finding's file, line, rule, message and squawk's suggested fix (``squawk.py`` says which
+rules block); it classifies each migration expand or contract and checks the class against
+what the migration declares; and it requires every expand to come with its undo
+(``core.migrations``). Django migrations are found and listed, but not rendered (that needs
+their database): they count as not checked.
+
+Other checkers plug in beside it (``register_migration_checker`` or the
+``conveyor.migration_checkers`` entry point group); all run and the worst verdict wins. No
+migrations passes; migrations nothing could check are ``skipped`` with the reason, never
+passed.
 """
 
 from __future__ import annotations
@@ -13,17 +22,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, cast
 
-from conveyor.errors import ConveyorError
+from conveyor.config.gates import LOCK
+from conveyor.core.migrations import is_undo
+from conveyor.errors import ConveyorError, GateUnavailable
 from conveyor.pipeline.gates.evidence import (
     MAX_FINDINGS,
     GateEvidence,
     GateRequest,
-    GateUnavailable,
     crashed,
     valid,
 )
 from conveyor.pipeline.gates.files import allowed, files_under, shown
-from conveyor.pipeline.gates.plugins import LOCK, load, plugins
+from conveyor.pipeline.gates.plugins import load, plugins
+from conveyor.pipeline.gates.review import BUILTIN, review_migrations
 
 CHECKER_GROUP = "conveyor.migration_checkers"
 MIGRATION_PATHS = ("migrations/",)
@@ -43,9 +54,10 @@ class MigrationChecker(Protocol):
 
 def is_migration(path: Path) -> bool:
     """``*.sql``; ``*.py`` in a ``versions/`` folder (Alembic); ``NNNN_*.py`` in ``migrations/``
-    (Django). Alembic's ``env.py`` and packages' ``__init__.py`` are not migrations."""
+    (Django). Alembic's ``env.py``, packages' ``__init__.py`` and the undo of a SQL migration
+    (``NAME.undo.sql``, ``NAME.down.sql``) are not migrations."""
     if path.suffix == ".sql":
-        return True
+        return not is_undo(path.name)
     if path.suffix != ".py" or path.name == "__init__.py":
         return False
     folder = path.parent.name
@@ -53,24 +65,20 @@ def is_migration(path: Path) -> bool:
 
 
 def migration_safety(request: GateRequest) -> GateEvidence:
-    """No migrations passes; migrations without a checker are skipped, never passed."""
+    """No migrations passes; migrations nothing could check are skipped, never passed."""
     paths = request.paths or MIGRATION_PATHS
     found = [p for p in files_under(request.workdir, paths) if is_migration(p)]
     migrations = tuple(sorted(shown(p, request.workdir) for p in found))
     where = ", ".join(paths)
     if not migrations:
         return GateEvidence("migration-safety", "success", f"no migrations under {where}")
-    checkers = migration_checkers()
-    if not checkers:
-        return GateEvidence(
-            "migration-safety",
-            "skipped",
-            f"{len(migrations)} migrations not checked: {NO_CHECKER}",
-            checked=migrations,
-            details={"why": NO_CHECKER},
-        )
-    verdicts = [(name, _ask(name, check, request, migrations)) for name, check in checkers]
-    return _excused(_combined(verdicts, migrations), request.allow)
+    checkers: list[tuple[str, MigrationChecker]] = [(BUILTIN, review_migrations)]
+    checkers += migration_checkers()
+    verdicts = [
+        (name, _excused(_ask(name, check, request, migrations), request.allow))
+        for name, check in checkers
+    ]
+    return _combined(verdicts, migrations)
 
 
 def _ask(
@@ -107,19 +115,23 @@ def _combined(
         summary,
         checked=migrations,
         findings=tuple(findings[:MAX_FINDINGS]),
+        allowed=sum(v.allowed for _, v in verdicts),
         details=details,
     )
 
 
 def _excused(evidence: GateEvidence, allow: Sequence[str]) -> GateEvidence:
-    """``allow`` excuses findings in matching files; a failure made only of them passes."""
+    """``allow`` excuses findings in matching files; a failure made only of them passes
+    (warnings never fail, so a failure whose remaining findings are warnings passes too)."""
     kept = tuple(f for f in evidence.findings if not allowed(f.file, allow))
     excused = len(evidence.findings) - len(kept)
     if not excused:
         return evidence
     result = evidence.result
-    if result == "failure" and not kept:
-        result = "success"
+    if result == "failure" and not any(f.level == "error" for f in kept):
+        # It failed for its findings (a crash has none), all excused; what it could not
+        # check still keeps it from passing.
+        result = "skipped" if evidence.details.get("unchecked") else "success"
     summary = f"{evidence.summary} ({excused} findings in allowed paths)"
     return dataclasses.replace(
         evidence, result=result, summary=summary, findings=kept, allowed=excused

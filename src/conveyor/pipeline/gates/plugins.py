@@ -1,39 +1,35 @@
 """Entry-point plugins: listed once, imported only when first used, errors named.
 
-Listing (``plugins``) does not import, so validating ``gate: NAME`` stays cheap; ``load``
-imports once and turns any failure into a ``GatePluginError`` naming the entry point and its
+Listing does not import, so validating ``gate: NAME`` stays cheap. The listing itself is
+config's (``conveyor.config.gates``), because validating conveyor.yaml needs the gate names
+and config may not import this package; ``plugins`` here reads that same listing, so the
+names a config accepts and the plugins the runner finds cannot differ. ``load`` imports once
+and turns any failure into a ``GatePluginError`` naming the entry point and its
 distribution, which fails the job that needed it rather than the run.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import cast
 
-from conveyor.pipeline.gates.evidence import GatePluginError
+from conveyor.config.gates import LOCK, forget_entry_points, listed_entry_points
+from conveyor.errors import GatePluginError
 
-LOCK = threading.RLock()  # gates run in threads; discovery and loading happen once
-_discovered: dict[str, dict[str, EntryPoint]] = {}
 _loaded: dict[tuple[str, str], object] = {}
 
 
 def forget_plugins() -> None:
     """Discover entry points afresh on next use, e.g. after installing a plugin (and in tests)."""
     with LOCK:
-        _discovered.clear()
+        forget_entry_points()
         _loaded.clear()
 
 
 def plugins(group: str) -> dict[str, EntryPoint]:
-    with LOCK:
-        if group not in _discovered:
-            found: dict[str, EntryPoint] = {}
-            for point in sorted(entry_points(group=group), key=lambda p: (p.name, p.value)):
-                found.setdefault(point.name, point)  # two distributions, one name: first wins
-            _discovered[group] = found
-        return _discovered[group]
+    """A group's entry points by name (two distributions, one name: the first wins)."""
+    return listed_entry_points(group)
 
 
 def load(group: str, point: EntryPoint) -> Callable[..., object]:

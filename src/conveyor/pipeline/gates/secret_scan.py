@@ -8,12 +8,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from conveyor.errors import GateUnavailable
 from conveyor.pipeline.gates.evidence import (
     MAX_FINDINGS,
     Finding,
     GateEvidence,
     GateRequest,
-    GateUnavailable,
 )
 from conveyor.pipeline.gates.files import MAX_FILE_BYTES, allowed, files_under, shown
 

@@ -4,7 +4,8 @@
 ``conveyor logs``. See ``target`` for the crash-safety design and the state dir layout.
 """
 
+from conveyor.errors import LaunchFailed
 from conveyor.runtime.local.logs import tail
-from conveyor.runtime.local.target import LaunchFailed, LocalTarget
+from conveyor.runtime.local.target import LocalTarget
 
 __all__ = ["LaunchFailed", "LocalTarget", "tail"]

@@ -6,6 +6,10 @@ lines never overwrite each other). Reading a log therefore tells the whole story
 instance in order: each start with its pid and port, what the process printed, how it
 exited, each restart. Log files outlive their instances so ``conveyor logs`` can explain a
 failed rollout after the fact.
+
+A log holds whatever a service printed, so it is the user's alone: files 0600, directories
+0700. An instance given secrets writes through the masking relay (``runtime.relay``), so
+what it prints of them is masked before it reaches the file.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+
+from conveyor import layout
 
 _BLOCK = 8192
 
@@ -42,11 +48,21 @@ def started_marker(pid: int, port: int, at: float, restarts: int) -> str:
     return f"--- started pid {pid} port {port} at {iso(at)} (restart {restarts}) ---"
 
 
+def private_directory(path: Path) -> None:
+    """``path`` and its missing parents, created readable only by the user."""
+    layout.private_directory(path)
+
+
+def open_log(path: Path) -> int:
+    """An append-only descriptor of ``path``, created 0600 (never readable by others)."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
 def append_marker(path: Path, text: str) -> None:
     """Append one line; a log that cannot be written must never stop supervision."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        private_directory(path.parent)
+        fd = open_log(path)
         try:
             os.write(fd, text.encode() + b"\n")
         finally:

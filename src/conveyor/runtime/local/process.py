@@ -5,6 +5,12 @@ instance and everything it forks; stopping signals the group, not just the leade
 how the child of a ``sh -c`` wrapper dies with it. Output goes straight from the child to its
 log file (no pipe through the server), so logs keep flowing while the server restarts.
 
+An instance with ``run_as`` is spawned as that user and group with no supplementary groups
+(``Popen(user=, group=, extra_groups=[])``: the kernel switches ids in the child between
+fork and exec, no ``preexec_fn``). The log file is opened here, by the server, before the
+switch, so the instance writes its log through the descriptor it inherits and never needs
+to reach the 0700 directory the log lives in.
+
 Exits are noticed through a pidfd, which works for processes that are not our children —
 adopted ones — as well as for our own, without a thread per child or a SIGCHLD handler.
 Where pidfds are unavailable, /proc is polled instead.
@@ -28,7 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor.runtime.local import procfs
+from conveyor.run_as import User, popen_arguments
+from conveyor.runtime.local import logs, procfs
 from conveyor.runtime.local.policy import TaggedProcess
 
 POLL_INTERVAL = 0.5
@@ -53,12 +60,22 @@ class ProcessRef:
         return procfs.is_running(self.pid, self.start_ticks)
 
 
-def spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path) -> ProcessRef:
-    """Start ``argv`` as a new session leader writing stdout and stderr to ``log_path``.
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    user: User | None = None,
+) -> ProcessRef:
+    """Start ``argv`` as a new session leader writing stdout and stderr to ``log_path``,
+    as ``user`` when given (the caller checked that this process may switch to it).
 
-    Raises OSError when it cannot be started at all (missing directory or executable).
+    Raises OSError when it cannot be started at all (missing directory or executable),
+    ValueError for an environment the kernel cannot hold.
     """
-    with log_path.open("ab") as log:
+    log = logs.open_log(log_path)
+    try:
         child = subprocess.Popen(
             list(argv),
             cwd=cwd,
@@ -68,7 +85,10 @@ def spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: P
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            **popen_arguments(user),
         )
+    finally:
+        os.close(log)
     _children[child.pid] = child
     ticks = procfs.start_ticks(child.pid)  # the unreaped child is at least a zombie: readable
     return ProcessRef(child.pid, ticks if ticks is not None else 0)

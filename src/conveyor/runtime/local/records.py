@@ -6,6 +6,12 @@ old record or the new one, never half of one. The record is written BEFORE a pro
 spawned (pid null: "this instance is desired") and again right after (pid and start time),
 and deleted only once the instance's process group is gone. Whatever moment the server dies
 at, the next one finds enough to adopt, respawn, or finish a stop — never to duplicate.
+
+A record names an instance's secrets by reference only (``SecretRef``); the values are read
+again at every spawn. Records are 0600 in a 0700 directory: they hold the instance's config.
+A record that cannot be read back — corrupt JSON, or a spec no process could be started
+with (an environment name with ``=``, a NUL) — is set aside as ``<id>.corrupt`` with a
+warning instead of stopping the server from starting.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from conveyor.core.model import InstanceSpec, ProbeSpec
+from conveyor.core.model import InstanceSpec, ProbeSpec, SecretRef
+from conveyor.layout import private_directory
+from conveyor.runtime.local.environment import environment_problem
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +80,7 @@ class InstanceRecord:
 
 
 def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
-    return {
+    data = {
         "instance_id": spec.instance_id,
         "project": spec.project,
         "service": spec.service,
@@ -87,11 +95,20 @@ def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
         "readiness": None if spec.readiness is None else asdict(spec.readiness),
         "liveness": None if spec.liveness is None else asdict(spec.liveness),
         "stop_grace": spec.stop_grace,
+        "secrets": {name: ref.to_json() for name, ref in spec.secrets.items()},
     }
+    if spec.run_as is not None:  # who it runs as, so a restarted server respawns it the same
+        data["run_as"] = spec.run_as
+    return data
 
 
 def spec_from_json(data: dict[str, Any]) -> InstanceSpec:
+    """The spec of a record; ValueError for one no process could ever be started with."""
     command = data["command"]
+    environment = {str(k): str(v) for k, v in data["environment"].items()}
+    problem = environment_problem(environment)
+    if problem is not None:
+        raise ValueError(problem)
     return InstanceSpec(
         instance_id=str(data["instance_id"]),
         project=str(data["project"]),
@@ -102,11 +119,13 @@ def spec_from_json(data: dict[str, Any]) -> InstanceSpec:
         artifact_digest=str(data["artifact_digest"]),
         artifact_dir=Path(data["artifact_dir"]),
         command=command if isinstance(command, str) else tuple(str(c) for c in command),
-        environment={str(k): str(v) for k, v in data["environment"].items()},
+        environment=environment,
         port_env=str(data["port_env"]),
         readiness=None if data.get("readiness") is None else ProbeSpec(**data["readiness"]),
         liveness=None if data.get("liveness") is None else ProbeSpec(**data["liveness"]),
         stop_grace=float(data["stop_grace"]),
+        secrets={str(k): SecretRef.from_json(v) for k, v in (data.get("secrets") or {}).items()},
+        run_as=None if data.get("run_as") is None else str(data["run_as"]),
     )
 
 
@@ -115,7 +134,7 @@ class RecordStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        private_directory(directory)
 
     def path(self, instance_id: str) -> Path:
         check_name("instance id", instance_id)
@@ -149,13 +168,23 @@ class RecordStore:
         for path in sorted(self.directory.glob("*.json")):
             try:
                 records.append(InstanceRecord.from_json(json.loads(path.read_text())))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                aside = path.with_suffix(".corrupt")
-                log.warning("instance record %s is unreadable (%s); moved to %s", path, exc, aside)
-                path.replace(aside)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                self._set_aside(path, f"is unreadable ({exc})")
         for temp in self.directory.glob(".*.tmp"):
             temp.unlink(missing_ok=True)  # a write the previous server did not finish
         return records
+
+    def set_aside(self, instance_id: str, why: str) -> None:
+        """Keep a record that cannot be acted on for a human, out of the next start's way."""
+        path = self.path(instance_id)
+        if path.exists():
+            self._set_aside(path, why)
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        aside = path.with_suffix(".corrupt")
+        log.warning("instance record %s %s; moved to %s", path, why, aside)
+        with contextlib.suppress(FileNotFoundError):
+            path.replace(aside)
 
     def _sync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)

@@ -7,12 +7,20 @@ without any I/O. The states it reports:
 - ``starting``: the process is up but has not been ready since it (re)started;
 - ``running``: it has been ready since it (re)started (``ready`` says whether it still is);
 - ``backoff``: it exited, or liveness killed it, and the restart waits out its delay;
-- ``failed``: it could not even be spawned (a vanished artifact dir); retried with backoff;
+- ``failed``: a restart could not even be spawned (a vanished artifact dir, a secret that
+  can no longer be read); retried with backoff. A first launch that cannot be spawned is
+  not an instance at all: ``launch`` raises ``LaunchFailed`` and the target forgets it;
 - ``stopping`` / ``stopped``: ``stop()`` was asked for.
 
 Any exit the runtime did not ask for is a crash, whatever its code: a service is meant to
 run until it is stopped. Deciding that a version crash-loops is not this module's business;
 it counts restarts and the core judges them.
+
+Every spawn starts from ``environment.prepare``: the environment is built and the secrets
+read at that moment (a rotated secret is picked up by the next restart), and an instance
+with secrets runs behind the masking relay (``runtime.relay``) so its log never holds them.
+An instance with ``run_as`` is spawned as that user (the relay, when there is one, stays the
+server's user and switches for the service it starts).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import subprocess
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
@@ -33,8 +42,12 @@ from conveyor.core.model import (
     ProbeResult,
     ProbeSpec,
 )
+from conveyor.errors import Fenced, LaunchFailed
+from conveyor.run_as import User
+from conveyor.runtime import relay
 from conveyor.runtime.local import logs, process, procfs
-from conveyor.runtime.local.environment import argv, child_environment
+from conveyor.runtime.local.environment import prepare
+from conveyor.runtime.local.epochs import EpochRegister
 from conveyor.runtime.local.policy import (
     TCP_FIRST_PERIOD,
     TCP_READINESS,
@@ -64,17 +77,24 @@ class InstanceSupervisor:
         state_dir: Path,
         clock: Callable[[], float],
         base_env: Mapping[str, str],
+        server: User,
         on_change: Callable[[InstanceSpec], None] | None = None,
+        epochs: EpochRegister | None = None,
     ) -> None:
         self.spec: InstanceSpec = record.spec
+        self.epoch = record.spec.epoch
+        """The lease epoch this supervisor acts under; every (re)spawn is fenced by it."""
+        self._epochs = epochs
+        self.fenced = False
         self._on_change = on_change
         self._record = record
         self._store = store
         self._state_dir = state_dir
         self._clock = clock
-        self._env = child_environment(record.spec, record.port, state_dir, base_env)
+        self._base_env = base_env
+        self._server = server
         self.log_path = logs.log_path(logs_root, self.spec.service, self.spec.env, self.id)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logs.private_directory(self.log_path.parent)
         self.state: InstanceState = "starting"
         self.process: ProcessRef | None = None
         self.ready = False
@@ -124,7 +144,7 @@ class InstanceSupervisor:
     # --- lifecycle -----------------------------------------------------------------------
 
     def launch(self) -> None:
-        """Spawn now, so a command that cannot start at all fails the launch (OSError)."""
+        """Spawn now, so an instance that cannot start at all fails the launch (LaunchFailed)."""
         self._spawn(count_restart=False)
         self._task = _task(self._supervise(self.process, count_restart=True), self.id)
 
@@ -141,9 +161,12 @@ class InstanceSupervisor:
             try:
                 ref = self._spawn(count_restart=count_restart)
                 count_restart = True
-            except OSError as exc:
+            except Fenced as exc:
+                self._fence(exc)
+                return
+            except LaunchFailed as exc:
                 self.state = "failed"
-                self._mark(f"failed to start: {exc}")
+                self._mark(f"failed to start: {exc.message}")
         self._task = _task(self._supervise(ref, count_restart=count_restart), self.id)
 
     async def finish_stop(self, ref: ProcessRef | None) -> None:
@@ -169,11 +192,14 @@ class InstanceSupervisor:
             if ref is None:
                 try:
                     ref = self._spawn(count_restart=count_restart)
-                except OSError as exc:
+                except Fenced as exc:
+                    self._fence(exc)
+                    return
+                except LaunchFailed as exc:
                     streak += 1
                     self.state = "failed"
                     delay = backoff_delay(streak)
-                    self._mark(f"failed to start: {exc}; retrying in {delay:g}s")
+                    self._mark(f"failed to start: {exc.message}; retrying in {delay:g}s")
                     await asyncio.sleep(delay)
                     count_restart = True
                     continue
@@ -193,16 +219,33 @@ class InstanceSupervisor:
             count_restart = True
 
     def _spawn(self, *, count_restart: bool) -> ProcessRef:
+        """Start the process, or raise LaunchFailed saying why it cannot be started (Fenced
+        when this server's lease epoch is older than the newest seen for the environment)."""
+        if self._epochs is not None:
+            self._epochs.admit(self.spec.env, self.epoch, f"start instance {self.id}")
+        launch = prepare(self.spec, self.port, self._state_dir, self._base_env, self._server)
         restarts = self._record.restarts + (1 if count_restart else 0)
         desired = replace(self._record, pid=None, start_ticks=None, restarts=restarts)
         self._store.write(desired)  # before the spawn: a crash right after it leaves a trace
         self._record = desired
-        ref = process.spawn(
-            argv(self.spec.command),
-            cwd=self.spec.artifact_dir,
-            env=self._env,
-            log_path=self.log_path,
-        )
+        argv, env, user = list(launch.argv), dict(launch.env), launch.user
+        if launch.secret_names:
+            ids = None if user is None else (user.uid, user.gid)
+            argv = relay.command(self.log_path, argv, ids)
+            env[relay.MASK_VAR] = ",".join(launch.secret_names)
+            user = None  # the relay stays the server's user; it starts the service as ``ids``
+        try:
+            ref = process.spawn(
+                argv, cwd=self.spec.artifact_dir, env=env, log_path=self.log_path, user=user
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            # prepare() checked what can be checked; this is a race (the directory or the
+            # program vanished in between) or something the kernel refused
+            raise LaunchFailed(
+                f"cannot start {self.spec.service} instance {self.id}: {exc}",
+                hint=f"check the `run:` command of service {self.spec.service!r} in "
+                "conveyor.yaml and its artifact directory",
+            ) from None
         self._record = desired.spawned(ref.pid, ref.start_ticks, self._clock())
         self._store.write(self._record)
         self._take(ref, adopted=False)
@@ -338,6 +381,14 @@ class InstanceSupervisor:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    def _fence(self, exc: Fenced) -> None:
+        """Another server leads the environment now: leave the instance (and its record)
+        to it, and supervise no more."""
+        self.fenced = True
+        self.state = "stopped"
+        log.warning("%s (%s)", exc.message, exc.hint)
+        self._mark(f"not restarted by this server: {exc.message}")
+
     def _changed(self) -> None:
         """Tell whoever routes traffic that readiness or liveness of this instance changed."""
         if self._on_change is not None:
@@ -345,6 +396,10 @@ class InstanceSupervisor:
 
     def _mark(self, text: str) -> None:
         logs.append_marker(self.log_path, f"--- {text} ---")
+
+    def note(self, text: str) -> None:
+        """Add a runtime marker to the instance's log (it explains a failed launch later)."""
+        self._mark(text)
 
 
 def _exit_text(code: int | None) -> str:

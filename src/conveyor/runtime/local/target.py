@@ -8,6 +8,11 @@ behind. ``start()`` restores that promise from the records and /proc (see
 ``policy.plan_adoption``); ``close(stop_instances=False)`` is what a planned server restart
 uses; ``close(stop_instances=True)`` tears everything down.
 
+Instances with ``run_as`` run as that user (see ``environment`` and ``process``); records
+carry the user, so an adopted instance that has to be respawned comes back as the same
+user. When the target runs as root and an instance has no ``run_as``, it says so once per
+service and environment, as a warning in the server's log: that instance runs as root.
+
 State dir layout::
 
     instances/<instance_id>.json            one record per instance not yet stopped
@@ -19,14 +24,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from conveyor.core.model import InstanceObservation, InstanceSpec
-from conveyor.errors import Conflict, ConveyorError
+from conveyor.errors import Conflict, ConveyorError, Fenced, LaunchFailed
+from conveyor.layout import private_directory
+from conveyor.net import free_port
+from conveyor.run_as import User, current, root_warning
 from conveyor.runtime.local import logs, process, procfs
+from conveyor.runtime.local.epochs import EpochRegister
 from conveyor.runtime.local.policy import RecordView, plan_adoption
 from conveyor.runtime.local.process import ProcessRef, terminate_processes
 from conveyor.runtime.local.records import InstanceRecord, RecordStore, check_name
@@ -38,22 +47,27 @@ ORPHAN_GRACE = 5.0
 """SIGTERM grace for processes that have no record: their own stop_grace is unknown."""
 
 
-class LaunchFailed(ConveyorError):
-    """An instance could not be started at all (missing artifact dir or executable)."""
-
-    http_status = 422
-
-
 class LocalTarget:
     kind = "local"
 
-    def __init__(self, state_dir: Path, *, clock: Callable[[], float] = time.time) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        server: User | None = None,
+    ) -> None:
+        private_directory(state_dir)
         self.state_dir = state_dir.resolve()
         self._clock = clock
+        self._server = server or current()
+        self._warned: set[tuple[str, str]] = set()
         self._store = RecordStore(self.state_dir / "instances")
         self._logs = self.state_dir / "logs"
         self._supervisors: dict[str, InstanceSupervisor] = {}
+        self._epochs = EpochRegister(self.state_dir)
+        self._adopted: dict[str, int] = {}
+        """Environments adopted one by one (``adopt``), with the lease epoch of each."""
         self._started = False
         self._start_lock = asyncio.Lock()
         self._listeners: list[Callable[[str, str], None]] = []
@@ -68,8 +82,35 @@ class LocalTarget:
             await self._adopt()
             self._started = True
 
+    async def adopt(self, env: str, epoch: int) -> None:
+        """Take over one environment's instances at lease ``epoch`` (a server that just
+        acquired its lease). From now on a server with an older epoch can no longer start
+        or restart an instance of ``env`` (``EpochRegister``)."""
+        check_name("environment", env)
+        async with self._start_lock:
+            self._epochs.admit(env, epoch, "adopt instances")
+            self._adopted[env] = epoch
+            for supervisor in self._supervisors.values():
+                if supervisor.spec.env == env:
+                    supervisor.epoch = epoch
+            if not self._started:
+                await self._adopt(env=env, epoch=epoch)
+
+    async def release(self, env: str) -> None:
+        """Stop supervising ``env``'s instances and leave them running (its lease was lost:
+        the server that holds it now supervises them)."""
+        self._adopted.pop(env, None)
+        leaving = [s for s in self._supervisors.values() if s.spec.env == env]
+        await asyncio.gather(*(s.detach() for s in leaving))
+        for supervisor in leaving:
+            if self._supervisors.get(supervisor.id) is supervisor:
+                del self._supervisors[supervisor.id]
+
     async def launch(self, spec: InstanceSpec) -> InstanceObservation:
-        await self.start()
+        """Start one instance; LaunchFailed (and no record left) when it cannot start at all,
+        Fenced when ``spec.epoch`` is older than the environment's newest."""
+        if spec.env not in self._adopted:
+            await self.start()
         for kind, name in (
             ("instance id", spec.instance_id),
             ("service", spec.service),
@@ -81,22 +122,16 @@ class LocalTarget:
                 f"instance {spec.instance_id!r} of {spec.service} is already running",
                 hint="stop it first, or launch the new instance under a new id",
             )
-        if not spec.artifact_dir.is_dir():
-            raise LaunchFailed(
-                f"cannot start {spec.service} instance {spec.instance_id}: artifact directory "
-                f"{spec.artifact_dir} does not exist",
-                hint="unpack the artifact before launching (or rebuild it if it was deleted)",
-            )
+        self._warn_if_root(spec)
         record = InstanceRecord(spec, self._free_port(), started_at=self._clock())
         supervisor = self._supervisor(record)
         try:
             supervisor.launch()
-        except OSError as exc:
+        except LaunchFailed as exc:
+            # Not an instance at all: nothing runs, so nothing may be left to adopt.
             self._store.delete(spec.instance_id)
-            raise LaunchFailed(
-                f"cannot start {spec.service} instance {spec.instance_id}: {exc}",
-                hint=f"check the `run:` command of service {spec.service!r} in conveyor.yaml",
-            ) from None
+            supervisor.note(f"failed to start: {exc.message}")
+            raise
         self._supervisors[spec.instance_id] = supervisor
         return supervisor.observation()
 
@@ -105,6 +140,18 @@ class LocalTarget:
         supervisor = self._supervisors.get(instance_id)
         if supervisor is None:
             return
+        if supervisor.fenced:  # another server owns it now: forget it, never kill it
+            del self._supervisors[instance_id]
+            return
+        try:  # a stop is fenced too: a server that lost the environment stops nothing
+            self._epochs.admit(
+                supervisor.spec.env, supervisor.epoch, f"stop instance {instance_id}"
+            )
+        except Fenced:
+            supervisor.fenced = True
+            del self._supervisors[instance_id]
+            await supervisor.detach()
+            raise
         await supervisor.stop()
         if self._supervisors.get(instance_id) is supervisor:
             del self._supervisors[instance_id]
@@ -122,6 +169,7 @@ class LocalTarget:
         else:
             await asyncio.gather(*(s.detach() for s in self._supervisors.values()))
         self._supervisors.clear()
+        self._adopted.clear()
         self._started = False
 
     # --- beyond the protocol -------------------------------------------------------------
@@ -154,10 +202,21 @@ class LocalTarget:
             state_dir=self.state_dir,
             clock=self._clock,
             base_env=os.environ,
+            server=self._server,
             on_change=self._notify,
+            epochs=self._epochs,
         )
 
-    async def _adopt(self) -> None:
+    def _warn_if_root(self, spec: InstanceSpec) -> None:
+        key = (spec.service, spec.env)
+        warning = root_warning(self._server, {spec.service: spec.run_as})
+        if warning and key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s (environment %s)", warning, spec.env)
+
+    async def _adopt(self, *, env: str | None = None, epoch: int = 0) -> None:
+        """Adopt every instance, or only ``env``'s (under lease ``epoch``). Orphans (tagged
+        processes no record claims, whatever their environment) are killed either way."""
         records = {r.spec.instance_id: r for r in self._store.load_all()}
         alive = {
             i: r.pid is not None
@@ -182,12 +241,28 @@ class LocalTarget:
         finishing = []
         for decision in plan.decisions:
             record = records[decision.instance_id]
-            supervisor = self._supervisor(record)
+            if env is not None:
+                if record.spec.env != env or decision.instance_id in self._supervisors:
+                    continue
+                record = replace(record, spec=replace(record.spec, epoch=epoch))
             ref = None if decision.process is None else ProcessRef(*decision.process)
-            if decision.finish_stop:
-                finishing.append(supervisor.finish_stop(ref))
+            try:
+                supervisor = self._supervisor(record)
+                if decision.finish_stop:
+                    finishing.append(supervisor.finish_stop(ref))
+                    continue
+                self._warn_if_root(record.spec)
+                supervisor.adopt(ref, respawn_is_restart=record.pid is not None)
+            except (ConveyorError, OSError, ValueError) as exc:
+                # One instance that cannot be taken over must not keep the server (and every
+                # other instance) from starting: set it aside, say so, carry on.
+                self._store.set_aside(decision.instance_id, f"cannot be adopted ({exc})")
+                # Its process is stopped too: with the record gone nothing would ever stop it,
+                # and it would hold its port and serve beside the instance that replaces it.
+                orphans = [p for p in tagged if p.instance_id == decision.instance_id]
+                if orphans:
+                    finishing.append(terminate_processes(orphans, ORPHAN_GRACE))
                 continue
-            supervisor.adopt(ref, respawn_is_restart=record.pid is not None)
             self._supervisors[decision.instance_id] = supervisor
         await asyncio.gather(*finishing)
 
@@ -199,9 +274,7 @@ class LocalTarget:
         """
         taken = {s.port for s in self._supervisors.values()}
         for _ in range(100):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                probe.bind((HOST, 0))
-                port = int(probe.getsockname()[1])
+            port = free_port(HOST)
             if port not in taken:
                 return port
         raise ConveyorError(  # pragma: no cover - needs 100 collisions in a row

@@ -2,10 +2,25 @@
 
 It needs nothing but Python (uvloop and httptools make it fast) and gives every
 (service, environment) one stable address across deploys. See ``router`` for the public
-object, ``balancer`` for the traffic-split rules and ``metrics`` for the accounting rules.
+object (run in its own process by ``daemon``, driven by ``client.RouterProcess`` over the
+protocol of ``control``), ``limits`` for what a client may make it hold, ``balancer`` for
+the traffic-split rules and ``metrics`` for the accounting rules.
 """
 
-from conveyor.traffic.builtin.metrics import LATENCY_BUCKETS, NO_VERSION
-from conveyor.traffic.builtin.router import PREVIEW_VERSION, BuiltinRouter
+from conveyor.traffic.builtin import accel
 
-__all__ = ["LATENCY_BUCKETS", "NO_VERSION", "PREVIEW_VERSION", "BuiltinRouter"]
+accel.activate(__path__)  # before the hot modules are imported: compiled if built (accel)
+
+from conveyor.traffic.builtin.client import RouterProcess  # noqa: E402
+from conveyor.traffic.builtin.limits import RouterLimits  # noqa: E402
+from conveyor.traffic.builtin.metrics import LATENCY_BUCKETS, NO_VERSION  # noqa: E402
+from conveyor.traffic.builtin.router import PREVIEW_VERSION, BuiltinRouter  # noqa: E402
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "NO_VERSION",
+    "PREVIEW_VERSION",
+    "BuiltinRouter",
+    "RouterLimits",
+    "RouterProcess",
+]

@@ -14,7 +14,14 @@ Accounting rules (the analysis depends on them):
   short) counts in ``proxy_errors`` only, so ``requests == sum(responses) + proxy_errors``;
 * a request with no eligible pool is counted under the version ``NO_VERSION`` (``"-"``);
 * every counted request feeds the latency histogram, the sum and the recent-sample reservoir;
-* a request abandoned by its client before it ended is not counted (it has no outcome).
+* a request abandoned by its client before it ended is not counted (it has no outcome);
+* exception to the first rule, so that the judges see exactly what a canary did: when a
+  version other than the stable one fails an attempt (5xx, a dropped or refused
+  connection) and the request is retried on stable (``core.retry``), the failed attempt is
+  counted for that version as what it was (a 5xx response or a proxy error) *and* the retry
+  is counted for stable; ``retried`` counts such attempts on the failing version, and
+  ``retry_denied`` the retryable ones the budget refused (those reached the user). The sum
+  of ``requests`` over versions is then user requests plus retried attempts.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ class VersionStats:
         "latency_sum",
         "proxy_errors",
         "requests",
+        "retried",
+        "retry_denied",
         "samples",
         "version",
     )
@@ -70,6 +79,8 @@ class VersionStats:
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # last one is +Inf
         self.samples: deque[float] = deque(maxlen=sample_size)
         self.in_flight = 0
+        self.retried = 0
+        self.retry_denied = 0
 
     def observe(self, status: int, latency: float) -> None:
         """A response relayed from a backend, ``latency`` seconds after the request arrived."""
@@ -105,6 +116,8 @@ class VersionStats:
             proxy_errors=self.proxy_errors,
             latency_sum=self.latency_sum,
             latency_buckets=tuple(cumulative),
+            retried=self.retried,
+            retries_denied=self.retry_denied,
         )
 
 
@@ -133,6 +146,16 @@ _FAMILIES = (
         "Time from a complete request to the end of its response.",
     ),
     ("conveyor_router_in_flight", "gauge", "Requests currently being proxied."),
+    (
+        "conveyor_router_retries_total",
+        "counter",
+        "Failed attempts of this version (5xx, dropped or refused) answered by stable instead.",
+    ),
+    (
+        "conveyor_router_retry_budget_exhausted_total",
+        "counter",
+        "Retryable failures of this version not retried because the retry budget was spent.",
+    ),
 )
 
 
@@ -179,6 +202,12 @@ def render_prometheus(series: Iterable[SeriesSnapshot]) -> str:
         family.append(f"conveyor_router_request_duration_seconds_count{{{labels}}} {c.requests}")
         lines["conveyor_router_in_flight"].append(
             f"conveyor_router_in_flight{{{labels}}} {row.in_flight}"
+        )
+        lines["conveyor_router_retries_total"].append(
+            f"conveyor_router_retries_total{{{labels}}} {c.retried}"
+        )
+        lines["conveyor_router_retry_budget_exhausted_total"].append(
+            f"conveyor_router_retry_budget_exhausted_total{{{labels}}} {c.retries_denied}"
         )
     out: list[str] = []
     for name, kind, help_text in _FAMILIES:

@@ -2,8 +2,9 @@
 
 Each (service, environment) pair is a route with a stable main listener and an optional
 preview listener (blue-green: the new version is reachable for checks before it takes
-users). The router runs on the caller's event loop (uvloop in ``conveyor server``); every
-method except ``serve``/``close`` is synchronous and must be called from that loop's thread.
+users). The router runs on the caller's event loop (uvloop in the router process,
+``daemon``); every method except ``serve``/``close`` is synchronous and must be called
+from that loop's thread.
 
 What survives ``apply()`` and what does not:
 
@@ -24,7 +25,12 @@ import contextlib
 from time import perf_counter
 
 from conveyor.core.model import Pool, RouteTable, VersionCounters
+from conveyor.core.retry import RetryPolicy
 from conveyor.errors import Conflict, NotFound
+from conveyor.traffic.base import fence_table
+from conveyor.traffic.builtin.admission import Gate
+from conveyor.traffic.builtin.budget import RetryBudget
+from conveyor.traffic.builtin.limits import RouterLimits, connection_budget
 from conveyor.traffic.builtin.metrics import (
     DEFAULT_SAMPLES,
     NO_VERSION,
@@ -33,7 +39,7 @@ from conveyor.traffic.builtin.metrics import (
     render_prometheus,
 )
 from conveyor.traffic.builtin.outbox import Outbox
-from conveyor.traffic.builtin.proxy import ClientConnection, ProxyShared
+from conveyor.traffic.builtin.proxy import ProxyShared
 from conveyor.traffic.builtin.table import CompiledTable, TableSlot, compile_table
 from conveyor.traffic.builtin.upstream import BackendState
 
@@ -41,18 +47,29 @@ PREVIEW_VERSION = "preview"
 
 
 class _Listener:
-    __slots__ = ("host", "port", "server")
+    __slots__ = ("gate", "host", "port", "server")
 
-    def __init__(self, server: asyncio.AbstractServer, host: str, port: int) -> None:
+    def __init__(self, server: asyncio.AbstractServer, host: str, port: int, gate: Gate) -> None:
         self.server = server
         self.host = host
         self.port = port
+        self.gate = gate
 
 
 class _Route:
     """Everything the router keeps for one (service, environment)."""
 
-    __slots__ = ("backends", "env", "listeners", "main", "preview", "retired", "service", "stats")
+    __slots__ = (
+        "backends",
+        "budget",
+        "env",
+        "listeners",
+        "main",
+        "preview",
+        "retired",
+        "service",
+        "stats",
+    )
 
     def __init__(self, service: str, env: str, sample_size: int) -> None:
         self.service = service
@@ -64,41 +81,56 @@ class _Route:
         self.backends: dict[str, BackendState] = {}
         self.retired: list[BackendState] = []  # replaced at a new address, still draining
         self.listeners: dict[bool, _Listener] = {}
+        self.budget = RetryBudget(self.stats, RetryPolicy())  # outlives tables, like stats
 
 
 class BuiltinRouter:
     """Reverse proxy with weighted versions, draining and per-version metrics.
 
+    ``limits`` bounds what clients may make it hold (see ``RouterLimits``).
     ``response_timeout`` bounds how long an instance may stay silent (before its first
     response byte or between two reads of the response); ``upstream_idle_timeout`` is how
     long an idle keep-alive connection is trusted for reuse, which must stay below the
     instances' own keep-alive timeout (2 s suits gunicorn, uvicorn and Node defaults).
+    ``reuse_port`` opens listeners with ``SO_REUSEPORT`` so that the router's worker
+    processes (``workers``) share each port; off, a port another process holds is a
+    ``Conflict``, so two projects on one port never silently share its traffic.
     """
 
     def __init__(
         self,
         *,
+        limits: RouterLimits | None = None,
         connect_timeout: float = 2.0,
         response_timeout: float = 30.0,
         upstream_idle_timeout: float = 2.0,
-        client_idle_timeout: float = 120.0,
         max_idle_per_backend: int = 256,
-        max_request_bytes: int = 64 * 1024 * 1024,
         sample_size: int = DEFAULT_SAMPLES,
         close_grace: float = 5.0,
+        reuse_port: bool = False,
     ) -> None:
+        limits = limits if limits is not None else RouterLimits()
         self._shared = ProxyShared(
             connect_timeout=connect_timeout,
             response_timeout=response_timeout,
-            client_idle_timeout=client_idle_timeout,
-            max_request_bytes=max_request_bytes,
+            limits=limits,
+            budget=connection_budget(),
         )
         self._upstream_idle_timeout = upstream_idle_timeout
         self._max_idle = max_idle_per_backend
         self._sample_size = sample_size
         self._close_grace = close_grace
-        self._sweep_interval = min(0.25, response_timeout / 4, upstream_idle_timeout / 2)
+        self._reuse_port = reuse_port
+        self._sweep_interval = min(
+            0.25,
+            response_timeout / 4,
+            upstream_idle_timeout / 2,
+            limits.header_timeout / 4,
+            limits.body_timeout / 4,
+            limits.linger_timeout / 4,
+        )
         self._routes: dict[tuple[str, str], _Route] = {}
+        self._epochs: dict[tuple[str, str], int] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- TrafficRouter -------------------------------------------------------------------
@@ -124,6 +156,7 @@ class BuiltinRouter:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     def apply(self, service: str, env: str, table: RouteTable) -> None:
+        fence_table(self._epochs, service, env, table)
         route = self._route(service, env)
         listed: set[str] = set()
 
@@ -151,8 +184,15 @@ class BuiltinRouter:
             return stats
 
         none_stats = route.stats[NO_VERSION]
+        route.budget.policy = table.retry
         main = compile_table(
-            table.pools, stats_for, backend_for, none_stats, header_route=table.header_route
+            table.pools,
+            stats_for,
+            backend_for,
+            none_stats,
+            header_route=table.header_route,
+            stable_version=table.stable_version,
+            budget=route.budget,
         )
         preview_pools: tuple[Pool, ...] = ()
         if table.preview:
@@ -188,12 +228,17 @@ class BuiltinRouter:
         }
 
     def prometheus_text(self) -> str:
-        return render_prometheus(
+        return render_prometheus(self.series())
+
+    def series(self) -> list[SeriesSnapshot]:
+        """Every route's counters and in-flight count per version (what worker processes
+        report to the router process, which adds them up)."""
+        return [
             SeriesSnapshot(route.service, route.env, version, stats.snapshot(), stats.in_flight)
             for route in self._routes.values()
             for version, stats in route.stats.items()
             if version != NO_VERSION or stats.requests
-        )
+        ]
 
     async def close(self) -> None:
         for route in self._routes.values():
@@ -215,7 +260,20 @@ class BuiltinRouter:
             self._sweeper = None
         await asyncio.sleep(0)  # let the transports run their close callbacks
 
+    async def detach(self) -> None:
+        """In-process, the router cannot outlive its caller: the same as ``close``. Servers
+        use the router process (``client.RouterProcess``), which does outlive them."""
+        await self.close()
+
     # -- beyond the Protocol -------------------------------------------------------------
+
+    def unserve(self, service: str, env: str) -> None:
+        """Stop listening for a service/environment (this server lost its lease: the port is
+        the new leader's to open). Counters are kept; ``serve`` listens again."""
+        route = self._routes.get((service, env))
+        if route is not None:
+            for preview in list(route.listeners):
+                self._unlisten(route, preview)
 
     def bound_port(self, service: str, env: str, preview: bool = False) -> int:
         """The port a listener actually bound (useful after ``serve(..., port=0)``)."""
@@ -228,6 +286,29 @@ class BuiltinRouter:
                 hint="call serve() for this service and environment first",
             )
         return listener.port
+
+    @property
+    def limits(self) -> RouterLimits:
+        return self._shared.limits
+
+    @property
+    def connection_budget(self) -> int:
+        """Client connections the whole router may hold, from the descriptor limit."""
+        return self._shared.budget
+
+    def open_connections(self, service: str, env: str, preview: bool = False) -> int:
+        """Client connections a listener holds now (refused ones are not counted)."""
+        listener = self._listener(service, env, preview)
+        return listener.gate.open if listener is not None else 0
+
+    def refused_connections(self, service: str, env: str, preview: bool = False) -> int:
+        """Connections a listener refused at its cap since it opened."""
+        listener = self._listener(service, env, preview)
+        return listener.gate.refused if listener is not None else 0
+
+    def _listener(self, service: str, env: str, preview: bool) -> _Listener | None:
+        route = self._routes.get((service, env))
+        return route.listeners.get(preview) if route is not None else None
 
     def latency_samples(self, service: str, env: str, version: str) -> tuple[float, ...]:
         """The most recent latencies (seconds) of a version, oldest first."""
@@ -255,12 +336,11 @@ class BuiltinRouter:
         if current is not None and current.host == host and port in (0, current.port):
             return
         self._unlisten(route, preview)
-        slot = route.preview if preview else route.main
-        shared = self._shared
+        gate = Gate(route.preview if preview else route.main, self._shared)
         loop = asyncio.get_running_loop()
         try:
             server = await loop.create_server(
-                lambda: ClientConnection(slot, shared), host, port, reuse_address=True, backlog=1024
+                gate, host, port, reuse_address=True, reuse_port=self._reuse_port, backlog=1024
             )
         except OSError as exc:
             which = "preview listener" if preview else "listener"
@@ -270,7 +350,7 @@ class BuiltinRouter:
                 hint="choose a free port for this environment, or stop the process using it",
             ) from exc
         bound = server.sockets[0].getsockname()[1]
-        route.listeners[preview] = _Listener(server, host, bound)
+        route.listeners[preview] = _Listener(server, host, bound, gate)
 
     @staticmethod
     def _unlisten(route: _Route, preview: bool) -> None:
@@ -286,6 +366,7 @@ class BuiltinRouter:
             for client in list(self._shared.clients):
                 client.check_timeouts(now)
             for route in self._routes.values():
+                route.budget.tick(now)
                 for state in route.backends.values():
                     if state.idle:
                         state.expire_idle(now)

@@ -11,18 +11,28 @@ them finish on a backend that the new table no longer lists.
 from __future__ import annotations
 
 import random
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 
 from conveyor.core.model import HeaderRoute, Pool
-from conveyor.traffic.builtin.balancer import next_round_robin, pick, retry_candidate, weight_plan
+from conveyor.traffic.builtin.balancer import retry_candidate, weight_plan
+from conveyor.traffic.builtin.budget import RetryBudget
 from conveyor.traffic.builtin.metrics import VersionStats
 from conveyor.traffic.builtin.upstream import BackendState
 
+_NOTHING: frozenset[bytes] = frozenset()
+
 
 class CompiledPool:
-    """An eligible pool: its counters, its backends and its round-robin cursor."""
+    """An eligible pool: its counters, its backends and its round-robin cursor.
 
-    __slots__ = ("backends", "count", "cursor", "stats", "version")
+    ``canary`` marks a version other than the table's stable one (while the table names a
+    stable version with backends): its failures are retried on stable (``core.retry``), and
+    ``hold`` is the methods whose response status must be seen before a byte of it is
+    relayed (empty for every other pool, so the common case costs one set lookup).
+    """
+
+    __slots__ = ("backends", "canary", "count", "cursor", "hold", "stats", "version")
 
     def __init__(self, version: str, stats: VersionStats, backends: Sequence[BackendState]) -> None:
         self.version = version
@@ -30,10 +40,14 @@ class CompiledPool:
         self.backends = tuple(backends)
         self.count = len(self.backends)
         self.cursor = 0
+        self.canary = False
+        self.hold = _NOTHING
 
     def next_backend(self) -> BackendState:
+        """Round robin over the pool (``balancer.next_round_robin``, inlined: per request)."""
         cursor = self.cursor
-        self.cursor = next_round_robin(cursor, self.count)
+        following = cursor + 1
+        self.cursor = following if following < self.count else 0
         return self.backends[cursor]
 
 
@@ -41,6 +55,7 @@ class CompiledTable:
     """The per-request decision structure for one listener (main or preview)."""
 
     __slots__ = (
+        "budget",
         "cumulative",
         "header",
         "none_stats",
@@ -48,6 +63,7 @@ class CompiledTable:
         "random",
         "reserve",
         "single",
+        "stable",
         "total",
     )
 
@@ -68,16 +84,19 @@ class CompiledTable:
         self.random = rng
         # (b"\r\nname:", value, pool): requests carrying that header go to that pool
         self.header: tuple[bytes, bytes, CompiledPool] | None = None
+        # where a canary's failures are retried, and what bounds those retries
+        self.stable: CompiledPool | None = None
+        self.budget: RetryBudget | None = None
 
-    def choose_for(self, raw: bytes) -> CompiledPool | None:
-        """Like ``choose``, but a request matching the header route goes to its pool.
+    def header_pool(self, raw: bytes) -> CompiledPool | None:
+        """The header route's pool if ``raw`` carries its header and value, else ``None``.
 
         Only tables with a header route pay for looking at the headers, and then only the
         request head is searched (case-insensitively, as HTTP header names are).
         """
         header = self.header
         if header is None:
-            return self.choose()
+            return None
         name, value, pool = header
         head = raw[: raw.find(b"\r\n\r\n") + 2].lower()
         at = head.find(name)
@@ -86,7 +105,7 @@ class CompiledTable:
             found = raw[start : raw.find(b"\r\n", start)].strip()
             if found == value and pool.backends:
                 return pool
-        return self.choose()
+        return None
 
     def choose(self) -> CompiledPool | None:
         """The pool for the next request, or ``None`` when no pool is eligible (503)."""
@@ -95,7 +114,8 @@ class CompiledTable:
             return single
         if not self.total:
             return None
-        return self.pools[pick(self.cumulative, self.random() * self.total)]
+        # ``balancer.pick``, inlined: this runs for every request
+        return self.pools[bisect_right(self.cumulative, self.random() * self.total)]
 
     def retry(
         self, failed_version: str, tried: Sequence[BackendState]
@@ -119,8 +139,14 @@ def compile_table(
     backend_for: Callable[[str, str, int], BackendState],
     none_stats: VersionStats,
     header_route: HeaderRoute | None = None,
+    stable_version: str | None = None,
+    budget: RetryBudget | None = None,
 ) -> CompiledTable:
-    """Compile the eligible pools of ``pools`` (see ``balancer`` for the eligibility rules)."""
+    """Compile the eligible pools of ``pools`` (see ``balancer`` for the eligibility rules).
+
+    With a ``stable_version`` that has backends and a ``budget``, every other pool becomes
+    a canary whose failures are retried on the stable pool (``core.retry``).
+    """
     plan = weight_plan(pools)
 
     def compiled(index: int) -> CompiledPool:
@@ -139,6 +165,17 @@ def compile_table(
             if pool.version == header_route.version and pool.backends:
                 name = b"\r\n" + header_route.name.lower().encode("latin-1") + b":"
                 table.header = (name, header_route.value.encode("latin-1"), pool)
+    if stable_version is not None and budget is not None:
+        every = (*table.pools, *table.reserve)
+        stable = next((p for p in every if p.version == stable_version and p.backends), None)
+        if stable is not None:
+            table.stable = stable
+            table.budget = budget
+            hold = frozenset(m.encode("ascii") for m in budget.policy.methods)
+            for pool in every:
+                if pool is not stable:
+                    pool.canary = True
+                    pool.hold = hold
     return table
 
 

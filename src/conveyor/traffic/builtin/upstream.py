@@ -8,6 +8,9 @@ whether the connection may be reused; it never copies or rewrites a response.
 Failures are reported to the exchange owner with the one fact the retry rules need: did any
 response byte arrive? Before the first byte a request may be retried elsewhere; after it the
 client has already seen part of an answer and the only honest move is to cut its connection.
+A streamed request body is written through ``write_body`` after ``send``; when the instance
+reads it more slowly than the client sends, ``pause_writing`` tells the owner to stop
+reading its client until the instance catches up.
 
 ``BackendState`` outlives route tables: ``apply()`` keeps the state (idle pool, in-flight
 count) of every instance that stays in the table, so switching weights costs no reconnects,
@@ -37,6 +40,9 @@ class ExchangeOwner(Protocol):
 
     def upstream_broken(self, conn: UpstreamConnection) -> None:
         """The response started but cannot be completed."""
+
+    def upstream_writable(self, writable: bool) -> None:
+        """The instance stopped (``False``) or resumed reading what is written to it."""
 
 
 class BackendState:
@@ -157,6 +163,7 @@ class UpstreamConnection(asyncio.Protocol):
         "sink",
         "status",
         "transport",
+        "write_paused",
     )
 
     def __init__(self, backend: BackendState, outbox: Outbox) -> None:
@@ -175,6 +182,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.closed = False
         self.idle_since = 0.0
+        self.write_paused = False
 
     # -- driven by the owner -------------------------------------------------------------
 
@@ -189,6 +197,12 @@ class UpstreamConnection(asyncio.Protocol):
         out = self.out
         assert out is not None
         out.write(raw)
+
+    def write_body(self, data: bytes) -> None:
+        """More of a streamed request body (after ``send`` wrote its start)."""
+        out = self.out
+        if out is not None and not self.closed:
+            out.write(data)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -258,6 +272,16 @@ class UpstreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         return False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.owner is not None:
+            self.owner.upstream_writable(False)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.owner is not None:
+            self.owner.upstream_writable(True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

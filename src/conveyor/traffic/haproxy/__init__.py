@@ -7,8 +7,8 @@ commands, ``headers`` for header routes, ``stats`` for the counters and ``latenc
 per-request latencies.
 """
 
+from conveyor.errors import HAProxyUnavailable
 from conveyor.traffic.haproxy.config import Settings
-from conveyor.traffic.haproxy.process import HAProxyUnavailable
 from conveyor.traffic.haproxy.router import HAProxyRouter
 
 __all__ = ["HAProxyRouter", "HAProxyUnavailable", "Settings"]

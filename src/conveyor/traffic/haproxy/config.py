@@ -8,9 +8,17 @@ their requests until they finish, the new one never sends them anything.
 
 Choices that define behaviour users see, kept together here:
 
-* ``retries 2`` with ``option redispatch`` and ``retry-on conn-failure empty-response
-  response-timeout``: a crashed instance (refused connection, connection closed before any
-  answer) costs a retry on another instance, not a failed request;
+* ``retries 1`` with ``option redispatch 1`` and ``retry-on conn-failure empty-response
+  response-timeout 500 502 503 504``: a crashed instance (refused connection, connection
+  closed before any answer) or one answering a server error costs a retry on another
+  instance, not a failed request; the retry always goes to another server (``redispatch
+  1``), and one retry bounds the extra load a sick version can cause at one request per
+  request. ``http-request disable-l7-retry unless METH_GET || METH_OPTIONS`` (``METH_GET``
+  is GET and HEAD) keeps every request of another method to connection failures, where
+  nothing was sent. What this cannot do that the built-in router does (``core.retry``): go
+  to *stable* rather than the next server in the weighted round-robin, spend a retry
+  budget, follow ``retries.methods`` of conveyor.yaml, and count the canary's 5xx that was
+  retried (see docs/router.md, "A bad canary's GETs");
 * ``balance roundrobin``: the one dynamic algorithm, so ``set server ... weight`` moves the
   split live; within a version it is the built-in router's round-robin;
 * ``http-reuse safe`` and ``option http-keep-alive``: upstream connections are reused for
@@ -31,6 +39,12 @@ from pathlib import Path
 from conveyor.traffic.haproxy.headers import rule
 from conveyor.traffic.haproxy.plan import PARKED_ADDRESS, ProxyNames, Slot, Slots
 
+RETRY_ON = "conn-failure empty-response response-timeout 500 502 503 504"
+"""Failures HAProxy retries on another server (``retries`` times)."""
+
+RETRY_METHODS = "METH_GET || METH_OPTIONS"
+"""Requests that may be retried after being sent: HAProxy's ``METH_GET`` is GET and HEAD."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -42,7 +56,7 @@ class Settings:
     server_timeout: float = 30.0
     client_timeout: float = 30.0
     keep_alive_timeout: float = 30.0
-    retries: int = 2
+    retries: int = 1
     hard_stop_after: float = 60.0
 
 
@@ -107,8 +121,8 @@ def render(
         "    option http-keep-alive",
         "    http-reuse safe",
         f"    retries {s.retries}",
-        "    option redispatch",
-        "    retry-on conn-failure empty-response response-timeout",
+        "    option redispatch 1",
+        f"    retry-on {RETRY_ON}",
         "    balance roundrobin",
     ]
     if log_socket is not None:
@@ -146,7 +160,7 @@ def _frontend(name: str, listen: Listen, backend: str, rules: Sequence[str] = ()
 
 
 def _backend(name: str, slots: Slots) -> list[str]:
-    lines = ["", f"backend {name}"]
+    lines = ["", f"backend {name}", f"    http-request disable-l7-retry unless {RETRY_METHODS}"]
     parked = f"{PARKED_ADDRESS[0]}:{PARKED_ADDRESS[1]} weight 0 disabled"
     for slot in slots.values():
         spec = slot.spec

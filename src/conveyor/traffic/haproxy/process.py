@@ -36,18 +36,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from conveyor.errors import Conflict, ConveyorError
+from conveyor.errors import Conflict, ConveyorError, HAProxyUnavailable
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "apt-get install haproxy (or pass the binary's path as haproxy=...)"
 _SOCKET_PATH_MAX = 90  # sun_path is 108 bytes on Linux, HAProxy accepts at most 97
-
-
-class HAProxyUnavailable(ConveyorError):
-    """HAProxy is missing, or refused to start or reload."""
-
-    http_status = 503
+# Masters this process started and let go of (``Master.release``): kept referenced, so the
+# interpreter does not warn that a subprocess it started is still running — on purpose.
+_RELEASED: list[subprocess.Popen[bytes]] = []
 
 
 def resolve_binary(name: str) -> str:
@@ -255,6 +252,12 @@ class Master:
                 hint="this is a Conveyor bug; please report it with that file",
             )
         candidate.replace(self.paths.config)
+
+    def release(self) -> None:
+        """Let go of the master, leaving it running for a successor to ``adopt``."""
+        if self._child is not None:
+            _RELEASED.append(self._child)
+        self.pid, self._child, self.worker = None, None, None
 
     def adopt(self) -> bool:
         """Take over a master left running by a previous router with the same state dir."""

@@ -46,6 +46,8 @@ from pathlib import Path
 
 from conveyor.core.model import RouteTable, VersionCounters
 from conveyor.errors import Conflict, NotFound
+from conveyor.net import free_port
+from conveyor.traffic.base import fence_table
 from conveyor.traffic.builtin.metrics import NO_VERSION, SeriesSnapshot, render_prometheus
 from conveyor.traffic.builtin.router import PREVIEW_VERSION
 from conveyor.traffic.haproxy import saved
@@ -160,6 +162,7 @@ class HAProxyRouter:
         self._close_grace = close_grace
         self._sweep_interval = sweep_interval
         self._routes: dict[tuple[str, str], _Route] = {}
+        self._epochs: dict[tuple[str, str], int] = {}
         self._backends: dict[str, str] = {}  # backend -> route label
         self._served: dict[str, tuple[Listen | None, Listen | None]] = {}  # in the config
         self._rules: dict[str, tuple[str, ...]] = {}  # header rules in the worker's config
@@ -228,6 +231,7 @@ class HAProxyRouter:
                 self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     def apply(self, service: str, env: str, table: RouteTable) -> None:
+        fence_table(self._epochs, service, env, table)
         route = self._route(service, env)
         route.servers = server_weights(table.pools)
         version = table.preview_version or PREVIEW_VERSION
@@ -295,6 +299,20 @@ class HAProxyRouter:
             if self._receiver is not None:
                 self._receiver.close()
 
+    async def detach(self) -> None:
+        """Let go of HAProxy, leaving it serving: the book is saved for a successor to adopt
+        the worker as is (see ``saved``); the latency log socket closes with us."""
+        async with self._lock:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._sweeper
+                self._sweeper = None
+            self._save_book()
+            self._master.release()
+            if self._receiver is not None:
+                self._receiver.close()
+
     # -- beyond the Protocol -------------------------------------------------------------
 
     def bound_port(self, service: str, env: str, preview: bool = False) -> int:
@@ -354,7 +372,7 @@ class HAProxyRouter:
         if port == 0:
             if current is not None and current.host == host:
                 return current
-            port = _free_port(host)
+            port = free_port(host)
         wanted = Listen(host, port)
         if wanted == current:
             return current
@@ -683,12 +701,6 @@ def _write(path: Path, text: str) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(text)
     temporary.replace(path)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _check_free(label: str, listen: Listen) -> None:

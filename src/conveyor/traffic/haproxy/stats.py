@@ -16,6 +16,12 @@ accounting rules (``builtin.metrics``) as far as HAProxy's counters allow:
 * a slot (see ``plan``) stands for different instances over time and HAProxy's counters
   never reset, so the router notes a slot's counters when it is parked (``baselines``) and
   banks the difference under the version it served;
+* ``retried`` is ``wretr``: attempts of that version HAProxy retried on another server
+  (connection failures, empty responses, and since ``retry-on`` lists them, 5xx answers to
+  GET/HEAD/OPTIONS). They are *not* errors: HAProxy does not say which were 5xx and which a
+  stale keep-alive connection, and counting the latter would roll back healthy canaries.
+  So through HAProxy the judges do not see a canary's failures that stable answered (the
+  built-in router counts them; docs/router.md, "A bad canary's GETs");
 * one difference: a response cut short after its head was relayed is counted by HAProxy
   both in its status class and in ``eresp`` (as ``srv_abrt``). It counts once in
   ``requests`` and as a proxy error, but also stays in its status class.
@@ -48,6 +54,7 @@ class Tally:
     econ: int = 0
     eresp: int = 0
     srv_abrt: int = 0
+    wretr: int = 0
 
     def __add__(self, other: Tally) -> Tally:
         return Tally(*(getattr(self, f.name) + getattr(other, f.name) for f in _FIELDS))
@@ -87,6 +94,7 @@ class Tally:
             proxy_errors=self.proxy_errors,
             latency_sum=latency_sum,
             latency_buckets=buckets,
+            retried=self.wretr,
         )
 
 

@@ -44,9 +44,11 @@ class Faults:
         self.readiness_fails = readiness == "fail"
         self.crash_after = _number(env, "FAULT_CRASH_AFTER", 0, 1e9)
         self.error_rate = _number(env, "FAULT_ERROR_RATE", 0, 1)
+        self.drop_rate = _number(env, "FAULT_DROP_RATE", 0, 1)
         self.latency = _number(env, "FAULT_LATENCY_MS", 0, 600_000) / 1000
         self.startup_delay = _number(env, "FAULT_STARTUP_DELAY", 0, 3600)
         self._served = 0
+        self._dropped = 0
         self._lock = threading.Lock()
 
     @classmethod
@@ -58,6 +60,7 @@ class Faults:
             "readiness=fail" if self.readiness_fails else "",
             f"crash_after={self.crash_after:g}s" if self.crash_after else "",
             f"error_rate={self.error_rate:g}" if self.error_rate else "",
+            f"drop_rate={self.drop_rate:g}" if self.drop_rate else "",
             f"latency={self.latency * 1000:g}ms" if self.latency else "",
             f"startup_delay={self.startup_delay:g}s" if self.startup_delay else "",
         ]
@@ -94,3 +97,15 @@ class Faults:
             self._served += 1
             n = self._served
         return math.floor(n * self.error_rate) > math.floor((n - 1) * self.error_rate)
+
+    def request_drops(self) -> bool:
+        """Whether this request gets no answer at all: the connection is closed on it.
+
+        Deterministic like the error rate (exactly rate * n of the first n requests).
+        """
+        if not self.drop_rate:
+            return False
+        with self._lock:
+            self._dropped += 1
+            n = self._dropped
+        return math.floor(n * self.drop_rate) > math.floor((n - 1) * self.drop_rate)

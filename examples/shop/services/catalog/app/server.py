@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from faults import Faults
-from serving import serve
+from serving import DROP, serve
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,6 +83,8 @@ def main() -> None:
             reason = not_ready()
             return (503, {"ready": False, "reason": reason}) if reason else (200, {"ready": True})
         if path == "/":
+            if faults.request_drops():
+                return DROP, None
             if faults.request_fails():
                 return 500, {"error": "error fault injected (FAULT_ERROR_RATE)"}
             return 200, {"greeting": greeting, "instance": instance, "items": items}

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-# (status, JSON payload) for a path and its query parameters
+# (status, JSON payload) for a path and its query parameters; status DROP: no answer at all
 Route = Callable[[str, dict[str, str]], tuple[int, Any]]
+DROP = 0
 
 _REASONS = {200: "OK", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
 
@@ -86,9 +87,19 @@ class Handler(BaseHTTPRequestHandler):
                 status, payload = self.server.route(url.path, query)
             except Exception as exc:  # a bug in a demo must not kill the connection silently
                 status, payload = 500, {"error": f"{type(exc).__name__}: {exc}"}
+            if status == DROP:  # a fault: close the connection without a word
+                self.close_connection = True
+                return
             self._send(status, payload)
         finally:
             self.server.leave()
+
+    def do_POST(self) -> None:
+        """Like GET (the body is read and ignored): lets tests tell what a router retries."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(min(length, 1 << 20))
+        self.do_GET()
 
     def _send(self, status: int, payload: Any) -> None:
         body = (json.dumps(payload) + "\n").encode()
