@@ -141,7 +141,15 @@ def test_a_prometheus_slo_pages_on_a_real_burn_and_clears(tmp_path: Path) -> Non
         fired = await until("fired:page", timeout=15)
         [state] = monitor.status("catalog", "production")
         assert state.firing["page"]
-        assert all((r or 0.0) > 5.0 for r in state.burn.values()), state.burn  # ~7x
+        # One tick asks Prometheus window by window, and a scrape may land between two of
+        # those queries; while errors go on, every window's burn climbs towards ~16x.
+        deadline = time.monotonic() + 15
+        while not all((r or 0.0) > 5.0 for r in state.burn.values()):
+            assert time.monotonic() < deadline, state.burn
+            await asyncio.sleep(0.5)
+            fired += [f"{e.kind}:{e.details['severity']}" for e in await monitor.tick()]
+            [state] = monitor.status("catalog", "production")
+        assert state.firing["page"]
         assert state.budget.error_ratio is not None and state.budget.error_ratio > 0.03
         # The rules `conveyor slo rules` writes for a router SLO, on the same samples, agree.
         router = SloSpec("catalog", "production", "availability", 0.97, "availability")
@@ -149,7 +157,7 @@ def test_a_prometheus_slo_pages_on_a_real_burn_and_clears(tmp_path: Path) -> Non
         assert ratio is not None and ratio > 0.18
 
         metrics.set_failing(0.0)
-        cleared = await until("cleared:page", timeout=25)
+        cleared = await until("cleared:page", timeout=40)
         [state] = monitor.status("catalog", "production")
         assert not state.firing["page"]
         assert (state.burn[WINDOWS[0]] or 0.0) < 14.4, {
@@ -167,7 +175,7 @@ def test_a_prometheus_slo_pages_on_a_real_burn_and_clears(tmp_path: Path) -> Non
     try:
         prometheus.start()
         prometheus.wait_targets_up()
-        run(asyncio.wait_for(scenario(), 60))
+        run(asyncio.wait_for(scenario(), 90))
     finally:
         prometheus.stop()
         exporter.close()
