@@ -3,7 +3,8 @@
 Run: .venv/bin/python bench/rollback_bench.py [--quick] [--runs 5] [--readiness-runs 3]
 
 For each fault the example service can be released with (30% errors, a crash 2 s after
-start, a readiness probe that never passes) and each strategy (rolling, blue-green), under
+start, a readiness probe that never passes) and each strategy (rolling, rolling with
+``min_ready: 5s`` for the crash and error faults, blue-green), under
 steady load of 50 and 200 requests/s through the stable address, one run is: a healthy v1
 serves, a v2 with the fault switched on is deployed, Conveyor rolls it back on its own. Per
 run we measure, from the outside wherever possible:
@@ -72,6 +73,8 @@ FAULTS = {
     "readiness": {"FAULT_READINESS": "fail"},
 }
 STRATEGIES = ("rolling", "blue_green")
+MIN_READY = "{rolling: {min_ready: 5s}}"  # rolling that keeps the old set until new ones soak
+LABELS = {MIN_READY: "rolling+5s"}
 RATES = (50, 200)
 WARMUP = 1.0  # seconds of load on v1 before the bad deploy
 SIDE_BY_SIDE_RATE = 600  # requests/s in all, for readiness runs that share the clock
@@ -259,7 +262,7 @@ async def one_run(
     stable = s.store.current_release("catalog", env)
     assert stable is not None
     await settled(s, env, stable.revision)
-    run = Run(strategy, fault, rate, timings.name)
+    run = Run(LABELS.get(strategy, strategy), fault, rate, timings.name)
     load = LoadProcess(s.port(env), rate)
     await load.start()
     await asyncio.sleep(WARMUP)
@@ -332,7 +335,7 @@ async def sequential_cases(
     workdir: Path, runs: int, timings: Timings, faults: Iterable[str]
 ) -> list[Run]:
     """Faults that resolve in seconds: one at a time, cases interleaved so drift hits all alike."""
-    envs = {"rolling": "rolling", "blue-green": "blue_green"}
+    envs = {"rolling": "rolling", "rolling-5s": MIN_READY, "blue-green": "blue_green"}
     out: list[Run] = []
     async with bench_stack(workdir / f"seq-{timings.name}", envs, timings) as s:
         v1, v2 = await s.build("v1"), await s.build("v2")

@@ -239,6 +239,14 @@ BROKEN: list[tuple[str, int | None, str, str, str]] = [
         "max_surge: 1",
     ),
     (
+        "project: shop\n" + SERVICE + "environments:\n  dev:\n    progress_deadline: 10s\n"
+        "    strategy:\n      rolling: {min_ready: 30s}\n",
+        7,
+        "environments.dev",
+        "min_ready (30s) must be shorter than progress_deadline (10s)",
+        "raise progress_deadline above 30s",
+    ),
+    (
         "project: shop\n" + SERVICE + "environments:\n  dev:\n    strategy:\n"
         "      rolling: {max_surge: lots}\n",
         9,

@@ -77,7 +77,7 @@ services:
     stop: {{grace_period: 5s, drain_timeout: 10s}}
 environments:
   staging:
-    strategy: {{rolling: {{max_surge: 1, max_unavailable: 0}}}}
+    strategy: {{rolling: {rolling}}}
     progress_deadline: {deadline}
   production:
     strategy: {{blue_green: {{scale_down_delay: {scale_down_delay}}}}}
@@ -108,6 +108,7 @@ def write_project(
     instances: int = 2,
     verification: str = "2s",
     deadline: str = "8s",
+    rolling: str = "{max_surge: 1, max_unavailable: 0}",
     scale_down_delay: str = "30s",
     project: str = "shoptest",
     canary_steps: str = "[{set_weight: 20}, {pause: 1s}, {set_weight: 50}, {pause: {}}]",
@@ -136,6 +137,7 @@ def write_project(
         instances=instances,
         verification=verification,
         deadline=deadline,
+        rolling=rolling,
         scale_down_delay=scale_down_delay,
     )
     for env, block in (requires or {}).items():

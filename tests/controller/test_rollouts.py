@@ -96,8 +96,14 @@ def test_blue_green_switch_and_rollback_fail_no_request(tmp_path: Path, database
 def test_each_fault_rolls_back_with_its_reason(
     tmp_path: Path, database_url: str, env: str, fault: dict[str, str], reason: str
 ) -> None:
+    # Staging rolls: a new instance must stay ready 2 s before an old one goes, longer than
+    # the crashing version lives, so the old instances are still there to roll back to.
+    rolling = "{max_surge: 1, max_unavailable: 0, min_ready: 2s}"
+
     async def scenario() -> None:
-        async with stack(tmp_path, database_url, deadline="4s", verification="6s") as s:
+        async with stack(
+            tmp_path, database_url, deadline="4s", verification="6s", rolling=rolling
+        ) as s:
             await s.wait(await s.deploy(env, await s.build("v1")))
             load = LoadGenerator("127.0.0.1", s.port(env), rate=200, connections=4)
             await load.start()

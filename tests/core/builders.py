@@ -38,6 +38,7 @@ def inst(
     started_at: float = T0,
     port: int = 0,
     last_probe: str | None = None,
+    ready_since: float | None = None,
 ) -> InstanceObservation:
     """An instance whose version defaults from its id prefix: ``n1`` is NEW, ``o1`` OLD."""
     if version is None:
@@ -57,6 +58,7 @@ def inst(
         started_at=started_at,
         last_probe=ProbeResult(T0, ready, last_probe) if last_probe else None,
         ever_ready=ready,
+        ready_since=ready_since,
     )
 
 
@@ -77,6 +79,7 @@ def spec(
     max_surge: int = 1,
     max_unavailable: int = 0,
     scale_down_delay: float = 30.0,
+    min_ready: float = 0.0,
     preview_check: bool = True,
     first: bool = False,
     progress_deadline: float = 60.0,
@@ -88,7 +91,9 @@ def spec(
         revision=2,
         version=NEW,
         desired=desired,
-        strategy=StrategySpec(kind, max_surge, max_unavailable, scale_down_delay),
+        strategy=StrategySpec(
+            kind, max_surge, max_unavailable, scale_down_delay, min_ready=min_ready
+        ),
         progress_deadline=progress_deadline,
         triggers=Triggers(**triggers),
         stable_version=None if first else OLD,

@@ -167,6 +167,45 @@ def test_rolling_excess_keeps_older_ready_instances() -> None:
     assert d.action == StopInstances(("n0",), "more instances than desired")
 
 
+@pytest.mark.parametrize(
+    ("ready_for", "expected"),
+    [
+        # Ready 1 s of the 5 it must stay ready: users get it, the old instance stays.
+        (
+            (1.0,),
+            Wait("1/2 new instances ready, 2 old left; 1 to stay ready 5s before an old one goes"),
+        ),
+        ((5.0,), StopInstances(("o1",), REPLACED)),
+        # A runtime that cannot say since when counts a ready instance as available.
+        ((None,), StopInstances(("o1",), REPLACED)),
+        # Both new ready, only one long enough: one old goes, never both.
+        ((9.0, 0.5), StopInstances(("o1",), REPLACED)),
+    ],
+    ids=["soaking", "soaked", "unknown-since", "one-of-two"],
+)
+def test_rolling_min_ready_holds_old_instances_until_new_ones_stay_ready(
+    ready_for: tuple[float | None, ...], expected: Action
+) -> None:
+    rollout = spec("rolling", desired=2, stable_desired=2, min_ready=5.0)
+    new = tuple(
+        inst(f"n{i + 1}", ready_since=None if s is None else NOW - s)
+        for i, s in enumerate(ready_for)
+    )
+    weights = {NEW: len(new), OLD: 2}
+    status = progressing(weights=weights, ready_seen=tuple(i.instance_id for i in new))
+    d = decide(rollout, status, observe(new, olds(True, True)), NOW)
+    assert d.action == expected
+
+
+def test_rolling_min_ready_delays_the_switch_until_every_new_instance_is_available() -> None:
+    rollout = spec("rolling", desired=2, stable_desired=2, min_ready=5.0)
+    new = (inst("n1", ready_since=NOW - 9), inst("n2", ready_since=NOW - 1))
+    status = progressing(weights={NEW: 2}, ready_seen=("n1", "n2"))
+    waiting = decide(rollout, status, observe(new), NOW)
+    assert isinstance(waiting.action, Wait)
+    assert decide(rollout, status, observe(new), NOW + 4).action == SetWeights({NEW: 100})
+
+
 def test_rolling_without_surge_for_a_single_instance_makes_progress() -> None:
     rollout = spec("rolling", desired=1, stable_desired=1, max_surge=0, max_unavailable=1)
     d = decide(rollout, progressing(weights={OLD: 1}), observe((), olds(True)), NOW)

@@ -113,7 +113,12 @@ def strategy_spec(project: LoadedProject, env: str, desired: int) -> StrategySpe
     strategy = project.config.environment(env).strategy
     if strategy.kind == "rolling":
         surge, unavailable = project.config.rolling_counts(strategy, desired)
-        return StrategySpec(kind="rolling", max_surge=surge, max_unavailable=unavailable)
+        return StrategySpec(
+            kind="rolling",
+            max_surge=surge,
+            max_unavailable=unavailable,
+            min_ready=float(strategy.min_ready),
+        )
     if isinstance(strategy, CanaryStrategy):
         return StrategySpec(
             kind="canary",

@@ -134,6 +134,20 @@ class EnvironmentConfig(ConfigModel):
     )
 
     @model_validator(mode="after")
+    def _min_ready_within_deadline(self) -> EnvironmentConfig:
+        # A new instance that became ready restarts the progress clock; if it must then stay
+        # ready longer than the deadline, every rolling release would roll back.
+        strategy = self.strategy
+        if isinstance(strategy, RollingStrategy) and strategy.min_ready >= self.progress_deadline:
+            raise invalid(
+                f"strategy.rolling.min_ready ({strategy.min_ready:g}s) must be shorter than "
+                f"progress_deadline ({self.progress_deadline:g}s): no rolling release could "
+                "make progress in time",
+                f"lower min_ready, or raise progress_deadline above {strategy.min_ready:g}s",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _router_can_route(self) -> EnvironmentConfig:
         # HAProxy reads a header named in its configuration (traffic/haproxy/headers.py):
         # the name must be writable there, and an empty value cannot be a map key.

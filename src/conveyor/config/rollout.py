@@ -71,6 +71,13 @@ class RollingStrategy(ConfigModel):
     max_unavailable: IntOrPercent = Field(
         0, description="Instances allowed below the desired count (count or '25%')."
     )
+    min_ready: Duration = Field(
+        0.0,
+        description="How long a new instance must stay ready before it counts as available "
+        "and an old one may go (Kubernetes' minReadySeconds): a version that crashes soon "
+        "after passing readiness is rolled back while the old instances still serve.",
+        examples=["5s"],
+    )
 
     @model_validator(mode="after")
     def _can_progress(self) -> RollingStrategy:

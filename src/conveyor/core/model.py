@@ -225,6 +225,7 @@ class InstanceObservation:
     last_probe: ProbeResult | None = None
     consecutive_probe_failures: int = 0
     ever_ready: bool = False
+    ready_since: float | None = None  # when it last became ready; None if the runtime cannot say
     log_path: Path | None = None
     recent_probes: tuple[ProbeResult, ...] = field(default=(), compare=False)
 

@@ -118,6 +118,7 @@ class StrategySpec:
     auto_promote: bool = True
     steps: tuple[Step, ...] = ()
     background_analysis: str | None = None
+    min_ready: float = 0.0  # rolling: seconds a new instance stays ready before it is available
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

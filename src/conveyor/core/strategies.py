@@ -45,14 +45,17 @@ def recreate(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: f
 def rolling(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: float) -> Decision:
     """Replace instances a few at a time within max_surge / max_unavailable.
 
-    Each new instance must be ready before an old one is removed (with the default
-    max_unavailable 0), and traffic is shared per ready instance, so the share of users on
-    the new version grows exactly as fast as proven capacity does.
+    Each new instance must be available before an old one is removed (with the default
+    max_unavailable 0): ready, and for ``min_ready`` seconds, so a version that crashes soon
+    after passing readiness is caught while the old instances still serve. Traffic is shared
+    per ready instance, so the share of users on the new version grows as fast as proven
+    capacity does.
     """
     d = spec.desired
     surge, unavailable = spec.strategy.max_surge, spec.strategy.max_unavailable
     new, old = obs.new, obs.old
     ready_new, ready_old = _ready(new), _ready(old)
+    available_new = _available(ready_new, spec.strategy.min_ready, now)
 
     want = {
         v: n
@@ -78,7 +81,7 @@ def rolling(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: fl
             (Event("instances.started", {"version": spec.version, "count": count}),),
         )
     if old:
-        available = len(ready_new) + len(ready_old)
+        available = len(available_new) + len(ready_old)
         removable = max(0, available - (d - unavailable))
         removable = min(removable, available - 1)  # never leave users with no ready instance
         unready_old = [i for i in old if not i.ready]
@@ -93,9 +96,9 @@ def rolling(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: fl
                 status.evolve(progress_at=now, message=f"replacing {len(ids)} old instance(s)"),
                 (Event("instances.stopped", {"instances": list(ids), "why": "replaced"}),),
             )
-    if len(new) == d and len(ready_new) == d and not old:
+    if len(new) == d and len(available_new) == d and not old:
         return switch(spec, status, now)
-    if missing > 0 and old and len(ready_new) == len(new):
+    if missing > 0 and old and len(available_new) == len(new):
         # No room to start and nothing removable without an outage (max_surge 0 with a
         # single ready instance left): surge by one rather than stall or drop users.
         return Decision(
@@ -103,7 +106,18 @@ def rolling(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: fl
             status.evolve(message="starting 1 new instance (temporary surge to stay available)"),
             (Event("instances.started", {"version": spec.version, "count": 1}),),
         )
-    return _waiting(status, ready_new, spec, old_left=len(old))
+    soaking = len(ready_new) - len(available_new)
+    return _waiting(status, ready_new, spec, old_left=len(old), soaking=soaking)
+
+
+def _available(
+    ready: list[InstanceObservation], min_ready: float, now: float
+) -> list[InstanceObservation]:
+    """Ready instances that have stayed ready ``min_ready`` seconds; a runtime that cannot
+    say since when an instance is ready counts it as available once ready."""
+    if min_ready <= 0:
+        return ready
+    return [i for i in ready if i.ready_since is None or now - i.ready_since >= min_ready]
 
 
 def blue_green(spec: RolloutSpec, status: RolloutStatus, obs: Observations, now: float) -> Decision:
@@ -240,8 +254,11 @@ def _waiting(
     ready: list[InstanceObservation],
     spec: RolloutSpec,
     old_left: int = 0,
+    soaking: int = 0,
 ) -> Decision:
     message = f"{len(ready)}/{spec.desired} new instances ready"
     if old_left:
         message += f", {old_left} old left"
+    if soaking:
+        message += f"; {soaking} to stay ready {spec.strategy.min_ready:g}s before an old one goes"
     return Decision(Wait(message), status.evolve(message=message))

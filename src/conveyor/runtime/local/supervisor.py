@@ -99,6 +99,7 @@ class InstanceSupervisor:
         self.process: ProcessRef | None = None
         self.ready = False
         self.ever_ready = False
+        self.ready_since: float | None = None
         self.last_exit_code: int | None = None
         self._readiness = ProbeCounter(passing=False)
         self._last_probe: ProbeResult | None = None
@@ -137,6 +138,7 @@ class InstanceSupervisor:
             last_probe=self._last_probe,
             consecutive_probe_failures=self._readiness.failures,
             ever_ready=self.ever_ready,
+            ready_since=self.ready_since if self.ready else None,
             log_path=self.log_path,
             recent_probes=tuple(self._recent),
         )
@@ -327,6 +329,7 @@ class InstanceSupervisor:
         was_ready = self.ready
         self.ready = self._readiness.passing and self._stop_task is None
         if self.ready != was_ready:
+            self.ready_since = self._clock() if self.ready else None
             self._changed()
         if self.ready:
             self.ever_ready = True
