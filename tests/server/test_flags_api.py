@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from conveyor.server.stack import Stack
+from conveyor.store.records import NewEvent
 
 from .support import Client, serve
 
@@ -197,3 +198,23 @@ def test_flag_changes_are_in_the_audit_export(served: tuple[Stack, Client]) -> N
     [killed] = [r for r in rows if r.get("kind") == "flag.killed"]
     assert killed["actor"] == "admin@test"
     assert killed["summary"] == "flag new-checkout: kill: INC-9: checkout down"
+
+
+def test_history_is_the_newest_of_the_flag_behind_a_long_ledger(
+    served: tuple[Stack, Client],
+) -> None:
+    """History pages back from the end of the ledger: other flags' events, more than a page
+    of them, neither hide this flag's newest change nor push out its oldest."""
+    stack, admin = served
+    body = {"env": "staging", "on": False, "reason": "first"}
+    assert admin.post("/api/v1/flags/new-checkout/state", json_body=body).status_code == 200
+    stack.store.append_events(
+        [NewEvent("flag.changed", {"flag": "other", "n": n}) for n in range(2500)], actor="bulk"
+    )
+    body = {"env": "staging", "on": True, "reason": "second"}
+    assert admin.post("/api/v1/flags/new-checkout/state", json_body=body).status_code == 200
+
+    events = admin.get("/api/v1/flags/new-checkout/history").json()["events"]
+    assert [e["details"]["reason"] for e in events] == ["first", "second"]
+    newest = admin.get("/api/v1/flags/new-checkout/history?limit=1").json()["events"]
+    assert [e["details"]["reason"] for e in newest] == ["second"]

@@ -230,6 +230,10 @@ def test_events_filters_and_pages(store: Store) -> None:
     assert [e.kind for e in store.events(service="catalog", env="staging")] == ["a", "d"]
     assert [e.kind for e in store.events(after_seq=2)] == ["c", "d"]
     assert [e.kind for e in store.events(limit=2)] == ["a", "b"]
+    # The newest matches, still oldest first, and paging back from there.
+    assert [e.kind for e in store.events(limit=2, newest=True)] == ["c", "d"]
+    assert [e.kind for e in store.events(service="catalog", newest=True, limit=2)] == ["b", "d"]
+    assert [e.kind for e in store.events(newest=True, before_seq=3, limit=5)] == ["a", "b"]
 
 
 def test_event_details_and_times_round_trip_exactly(store: Store, database_url: str) -> None:

@@ -51,6 +51,7 @@ from conveyor.store.flags_repo import NOT_LIVE
 from conveyor.store.records import EventRecord, LiveFlag, NewEvent
 from conveyor.store.repository import Store
 
+HISTORY_PAGE = 1000
 FLAG_EVENTS = (
     "flag.changed",
     "flag.killed",
@@ -178,12 +179,24 @@ class Flags:
         return out
 
     def history(self, caller: Caller, key: str, limit: int = 200) -> list[EventRecord]:
+        """The newest ``limit`` events of this flag, oldest first, read a page at a time
+        from the end of the ledger: the cost follows the flag's history, not everyone's."""
         self._authorize(caller, Permission.READ)
-        events = self.store.events(kinds=FLAG_EVENTS, limit=100_000)
-        mine = [
-            e for e in events if e.details.get("flag") == key or key in e.details.get("flags", ())
-        ]
-        return mine[-limit:]
+        mine: list[EventRecord] = []  # newest first
+        before: int | None = None
+        while len(mine) < limit:
+            page = self.store.events(
+                kinds=FLAG_EVENTS, newest=True, before_seq=before, limit=HISTORY_PAGE
+            )
+            mine += [
+                e
+                for e in reversed(page)
+                if e.details.get("flag") == key or key in e.details.get("flags", ())
+            ]
+            if len(page) < HISTORY_PAGE:
+                break
+            before = page[0].seq
+        return mine[:limit][::-1]
 
     def drift(self, caller: Caller) -> list[dict[str, Any]]:
         """Every flag whose live definition differs from the file's, with the diff and the

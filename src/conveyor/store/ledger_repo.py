@@ -44,10 +44,16 @@ class LedgerRepo(StoreBase):
         kinds: Sequence[str] | None = None,
         since: float | None = None,
         until: float | None = None,
+        before_seq: int | None = None,
+        newest: bool = False,
     ) -> list[EventRecord]:
         """Events in ledger order; ``after_seq`` lets a follower resume where it stopped,
-        ``kinds`` and ``since``/``until`` (times) narrow what is read."""
+        ``kinds`` and ``since``/``until`` (times) narrow what is read. ``newest`` keeps the
+        last ``limit`` matches instead of the first (still returned oldest first), and
+        ``before_seq`` pages further back from there."""
         query = sa.select(events).where(events.c.seq > after_seq)
+        if before_seq is not None:
+            query = query.where(events.c.seq < before_seq)
         if kinds is not None:
             query = query.where(events.c.kind.in_(list(kinds)))
         if since is not None:
@@ -60,9 +66,11 @@ class LedgerRepo(StoreBase):
             query = query.where(events.c.service == service)
         if env is not None:
             query = query.where(events.c.env == env)
-        query = query.order_by(events.c.seq).limit(limit)
+        order = events.c.seq.desc() if newest else events.c.seq
+        query = query.order_by(order).limit(limit)
         with self._reading() as conn:
-            return [rows.event(row) for row in conn.execute(query)]
+            found = [rows.event(row) for row in conn.execute(query)]
+        return found[::-1] if newest else found
 
     def latest_event(self, kind: str) -> EventRecord | None:
         """The newest event of ``kind`` (e.g. the access policy in force)."""
