@@ -234,6 +234,9 @@ def test_events_filters_and_pages(store: Store) -> None:
     assert [e.kind for e in store.events(limit=2, newest=True)] == ["c", "d"]
     assert [e.kind for e in store.events(service="catalog", newest=True, limit=2)] == ["b", "d"]
     assert [e.kind for e in store.events(newest=True, before_seq=3, limit=5)] == ["a", "b"]
+    # Every match, however many pages it takes.
+    assert [e.kind for e in store.every_event(service="catalog", page=1)] == ["a", "b", "d"]
+    assert [e.kind for e in store.every_event(env="staging", page=2)] == ["a", "c", "d"]
 
 
 def test_event_details_and_times_round_trip_exactly(store: Store, database_url: str) -> None:

@@ -165,7 +165,7 @@ class Approvals:
 
     def open_reviews(self, service: str | None = None, env: str | None = None) -> list[int]:
         """Releases that used the emergency path and are not reviewed yet."""
-        events = self.store.events(service=service, env=env, kinds=REVIEW_KINDS, limit=100_000)
+        events = list(self.store.every_event(service=service, env=env, kinds=REVIEW_KINDS))
         reviewed = {e.release_id for e in events if e.kind == "emergency.reviewed"}
         return sorted(
             {

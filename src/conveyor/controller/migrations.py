@@ -211,8 +211,7 @@ class SchemaHistory:
 
 
 def schema_history(store: Store, service: str, env: str) -> SchemaHistory:
-    events = store.events(service=service, env=env, kinds=SCHEMA_EVENTS, limit=100_000)
-    return history_of(events)
+    return history_of(list(store.every_event(service=service, env=env, kinds=SCHEMA_EVENTS)))
 
 
 def history_of(events: Sequence[EventRecord]) -> SchemaHistory:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -71,6 +71,25 @@ class LedgerRepo(StoreBase):
         with self._reading() as conn:
             found = [rows.event(row) for row in conn.execute(query)]
         return found[::-1] if newest else found
+
+    def every_event(
+        self,
+        *,
+        service: str | None = None,
+        env: str | None = None,
+        kinds: Sequence[str] | None = None,
+        page: int = 1000,
+    ) -> Iterator[EventRecord]:
+        """Every matching event in ledger order, read a page at a time: for a question that
+        needs a topic's whole history (no cap that would silently drop its newest events),
+        in bounded memory."""
+        after = 0
+        while True:
+            batch = self.events(service=service, env=env, kinds=kinds, after_seq=after, limit=page)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = batch[-1].seq
 
     def latest_event(self, kind: str) -> EventRecord | None:
         """The newest event of ``kind`` (e.g. the access policy in force)."""
