@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -133,3 +134,45 @@ def test_two_processes_open_and_append_at_once(database_url: str) -> None:
         for n in range(2):
             mine = [e.details["i"] for e in store.events(limit=1000) if e.actor == f"p{n}"]
             assert mine == list(range(count))
+
+
+FROZEN_WRITER = """
+import os, signal, sys
+import sqlalchemy as sa
+from conveyor.store import Store
+from conveyor.store.tables import ledger_head
+
+with Store.open(sys.argv[1]) as store:
+    with store._writing() as w:  # what every ledger append does first: lock the head
+        print("holding the ledger lock", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)  # a server frozen mid-write
+        w.conn.execute(sa.select(ledger_head.c.seq))
+"""
+
+
+@pytest.mark.integration
+def test_a_writer_frozen_mid_transaction_does_not_hold_the_ledger(database_url: str) -> None:
+    """A server paused inside a write (SIGSTOP here; a frozen VM or a long GC in life) would
+    hold the ledger's lock, and with it every other server's writes and lease takeovers, for
+    as long as it sleeps. PostgreSQL ends its session after a few idle seconds; the others
+    write on, and the sleeper's transaction fails when it wakes."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer per file; the lock is PostgreSQL's row lock")
+    with Store.open(database_url) as store:
+        store.append_events([NewEvent("before")], actor="test")
+        frozen = subprocess.Popen(
+            [sys.executable, "-c", FROZEN_WRITER, database_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert frozen.stdout is not None
+            assert frozen.stdout.readline().strip() == "holding the ledger lock"
+            written = store.append_events([NewEvent("after")], actor="test")  # not blocked for good
+            assert [e.kind for e in written] == ["after"]
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+            _out, err = frozen.communicate(timeout=60)
+        assert frozen.returncode != 0 and "StoreError" in err, err
+        assert_one_gapless_chain(store, 2)

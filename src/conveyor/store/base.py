@@ -111,7 +111,11 @@ def _translated() -> Iterator[None]:
     """Turn a database outage into a StoreError the CLI can print; bugs still raise."""
     try:
         yield
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DBAPIError as exc:
+        # An outage, or a session the server ended (e.g. after idling in a transaction while
+        # this process was paused: store/engine.py); any other database error is a bug.
+        if not isinstance(exc, sa.exc.OperationalError) and not exc.connection_invalidated:
+            raise
         raise StoreError(
             f"the state database failed: {_reason(exc)}",
             hint="check that the database is reachable (CONVEYOR_DATABASE_URL) and retry",

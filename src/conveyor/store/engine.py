@@ -9,7 +9,12 @@ time, so the engine is configured for safe concurrent writers rather than raw sp
   front and two writers queue instead of both reading the ledger head and forking the chain
   (a deferred transaction would only discover the conflict at its first write, as an error).
 * PostgreSQL goes through psycopg 3; ``postgresql://`` URLs are rewritten to name the driver.
-  Writers serialise on a row lock of ``ledger_head`` taken by the repository.
+  Writers serialise on a row lock of ``ledger_head`` taken by the repository. A session that
+  sits idle inside a transaction for ``PG_IDLE_IN_TRANSACTION_MS`` is ended by the database:
+  a server paused mid-write (SIGSTOP, a frozen VM, a long GC) would otherwise hold that lock,
+  and with it every other server's writes and lease takeovers, for as long as it sleeps.
+  Conveyor's transactions never wait on anything but the database, so only a stalled
+  process trips it; when it wakes, its write fails and fencing refuses what it retries.
 
 Migrations run programmatically (no ``alembic.ini`` for users) inside one write transaction
 that also holds a lock, so two processes opening a fresh database at once cannot both try to
@@ -39,6 +44,7 @@ from conveyor.layout import Layout
 ENV_VAR = "CONVEYOR_DATABASE_URL"
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_IDLE_IN_TRANSACTION_MS = 3_000
 # Arbitrary constant ("conv"): the advisory lock held while migrating a PostgreSQL database.
 _PG_MIGRATION_LOCK = 0x636F6E76
 # Execution option marking a connection whose transactions will write.
@@ -85,16 +91,25 @@ def create_engine(url: str) -> sa.Engine:
         return _sqlite_engine(parsed)
     if backend == "postgresql":
         try:
-            return sa.create_engine(parsed, pool_pre_ping=True)
+            engine = sa.create_engine(parsed, pool_pre_ping=True)
         except ImportError as exc:
             raise StoreError(
                 f"the PostgreSQL driver for {redact(url)} is not installed",
                 hint="pip install 'conveyor[postgres]' (psycopg 3)",
             ) from exc
+        sa.event.listen(engine, "connect", _on_pg_connect)
+        return engine
     raise StoreError(
         f"database backend '{backend}' is not supported",
         hint=f"use a sqlite:/// or postgresql:// URL in {ENV_VAR}",
     )
+
+
+def _on_pg_connect(dbapi_connection: Any, _record: Any) -> None:
+    # A SET rather than a startup option, which connection poolers such as PgBouncer refuse.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET idle_in_transaction_session_timeout = {PG_IDLE_IN_TRANSACTION_MS}")
+    dbapi_connection.commit()
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
