@@ -27,6 +27,8 @@ import sqlalchemy as sa
 
 from conveyor.core.leases import RENEW_EVERY, TTL, Fence
 from conveyor.errors import Fenced
+from conveyor.layout import Layout
+from conveyor.server.daemon import stop_everything
 from conveyor.store import NewEvent, Store
 from tests.controller.harness import write_project
 
@@ -193,6 +195,7 @@ def test_standby_resumes_a_canary_after_the_leader_is_killed(
     finally:
         for server in (a, b):
             server.stop()
+        stop_everything(Layout(tmp_path))  # the router and instances outlive the servers
 
 
 def test_a_paused_leader_is_fenced_when_it_wakes(tmp_path: Path, pg_url: str, project: str) -> None:
@@ -267,3 +270,4 @@ def test_a_paused_leader_is_fenced_when_it_wakes(tmp_path: Path, pg_url: str, pr
     finally:
         for server in (a, b):
             server.stop()
+        stop_everything(Layout(tmp_path))  # the router and instances outlive the servers

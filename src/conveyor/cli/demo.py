@@ -142,10 +142,9 @@ class Demo:
         for client in (self.client, self.reviewer):
             if client is not None:
                 client.close()
-        from conveyor.server.daemon import down, stop_leftovers
+        from conveyor.server.daemon import stop_everything
 
-        down(self.layout)
-        stop_leftovers(self.layout)
+        stop_everything(self.layout)  # `conveyor down`: the routers outlive the server
 
     # --- building and releasing -------------------------------------------------------
 

@@ -133,6 +133,13 @@ def stop_routers(layout: Layout) -> list[str]:
     return stopped
 
 
+def stop_everything(layout: Layout) -> tuple[int | None, list[str], int]:
+    """`conveyor down`: the server, then its routers, then every instance left running;
+    returns what each step stopped (server pid, routers, instance count)."""
+    pid = down(layout)
+    return pid, stop_routers(layout), stop_leftovers(layout)
+
+
 def stop_leftovers(layout: Layout) -> int:
     """Stop the instances the server left running (every instance, after `down`)."""
     if not (layout.runtime / "instances").exists():

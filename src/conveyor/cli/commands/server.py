@@ -50,12 +50,9 @@ def up(ctx: Context, port: int, as_json: bool) -> None:
 @pass_ctx
 def down(ctx: Context, as_json: bool) -> None:
     """Stop the server, its routers and every instance it started."""
-    from conveyor.server.daemon import down as stop
-    from conveyor.server.daemon import stop_leftovers, stop_routers
+    from conveyor.server.daemon import stop_everything
 
-    pid = stop(ctx.layout)
-    routers = stop_routers(ctx.layout)
-    instances = stop_leftovers(ctx.layout)
+    pid, routers, instances = stop_everything(ctx.layout)
     if as_json:
         render.emit_json(
             {
